@@ -1,0 +1,92 @@
+"""The django-ninja side of authentication and errors, shared by every router."""
+
+import logging
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig
+from django.http import Http404, HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.security import HttpBearer
+from ninja.utils import check_csrf
+
+from decorators.auth import authenticate_request
+from decorators.errors import CODE_BY_STATUS, ApiError, Forbidden, RateLimited, envelope
+
+logger = logging.getLogger(__name__)
+
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+class LoginCheck(HttpBearer):
+    """Bearer token or session, through :func:`decorators.auth.authenticate`.
+
+    Session requests that change state must pass Django's CSRF check; token requests
+    need none (a cross-site page cannot set the header). Missing credentials are
+    refused with 401 before any CSRF check.
+    """
+
+    def __call__(self, request: HttpRequest) -> Any:
+        user = authenticate_request(request)
+        if not user.is_authenticated:
+            return None
+        needs_csrf = "Authorization" not in request.headers and request.method not in SAFE_METHODS
+        if needs_csrf and check_csrf(request) is not None:
+            raise Forbidden("CSRF check failed: send the csrftoken as X-CSRFToken")
+        request.user = user
+        return user
+
+    def authenticate(self, request: HttpRequest, token: str) -> Any:  # pragma: no cover
+        raise NotImplementedError
+
+
+def _format_validation_errors(errors: list[dict[str, Any]]) -> str:
+    parts = []
+    for error in errors[:5]:
+        loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path", "form")]
+        where = ".".join(loc[1:] if loc and loc[0] in ("payload", "data") else loc)
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts) or "invalid request"
+
+
+def build_api(**kwargs: Any) -> NinjaAPI:
+    api = NinjaAPI(auth=LoginCheck(), openapi_url="/openapi.json", docs_url="/docs", **kwargs)
+
+    def respond(request: HttpRequest, status: int, code: str, detail: str) -> HttpResponse:
+        return api.create_response(request, envelope(code, detail), status=status)
+
+    @api.exception_handler(ApiError)
+    def api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
+        response = respond(request, exc.status, exc.code, exc.detail)
+        if isinstance(exc, RateLimited):
+            response["Retry-After"] = str(exc.retry_after)
+        return response
+
+    @api.exception_handler(ValidationError)
+    def validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+        return respond(request, 400, "invalid", _format_validation_errors(exc.errors))
+
+    @api.exception_handler(AuthenticationError)
+    def authentication_error(request: HttpRequest, exc: Exception) -> HttpResponse:
+        return respond(request, 401, "unauthenticated", "authentication required")
+
+    @api.exception_handler(HttpError)
+    def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+        code = CODE_BY_STATUS.get(exc.status_code, "invalid")
+        return respond(request, exc.status_code, code, str(exc) or code)
+
+    @api.exception_handler(Http404)
+    def not_found(request: HttpRequest, exc: Exception) -> HttpResponse:
+        return respond(request, 404, "not_found", "not found")
+
+    @api.exception_handler(RequestDataTooBig)
+    def too_big(request: HttpRequest, exc: Exception) -> HttpResponse:
+        return respond(request, 413, "too_large", "request body too large")
+
+    @api.exception_handler(Exception)
+    def unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.path)
+        return respond(request, 500, "internal", "internal server error")
+
+    return api

@@ -1,0 +1,58 @@
+"""HTTP routes of PROTOCOL.md: thin, each validates, calls a service or selector, returns."""
+
+from typing import Any, Literal
+
+from django.http import HttpRequest
+from ninja import Query, Router, Schema, Status
+from pydantic import Field
+
+from direct_messages import selectors, services
+from direct_messages.schemas import MessageSendIn, ReadIn
+
+router = Router(tags=["direct messages"])
+
+
+class InboxQuery(Schema):
+    limit: int = 20
+    cursor: str | None = Field(None, max_length=200)
+    folder: Literal["primary", "requests"] = "primary"
+
+
+class HistoryQuery(Schema):
+    limit: int = 50
+    before: int | None = Field(None, ge=0)
+    after: int | None = Field(None, ge=0)
+
+
+@router.get("/inbox")
+def inbox(request: HttpRequest, query: Query[InboxQuery]) -> dict[str, Any]:
+    return selectors.inbox_list(
+        user=request.user, folder=query.folder, cursor=query.cursor, limit=query.limit
+    )
+
+
+@router.get("/dm/{account}/messages")
+def messages(request: HttpRequest, account: str, query: Query[HistoryQuery]) -> dict[str, Any]:
+    other = services.peer_resolve(request.user, account, allow_blocked=True)
+    return selectors.message_list(
+        user=request.user, other=other, before=query.before, after=query.after, limit=query.limit
+    )
+
+
+@router.post("/dm/{account}/messages", response={200: dict, 201: dict})
+def message_send(request: HttpRequest, account: str, payload: MessageSendIn) -> Status:
+    result = services.message_send(
+        sender=request.user,
+        account=account,
+        client_id=payload.client_id,
+        text=payload.message,
+        attachment_ids=payload.attachment_ids,
+        reply_to=payload.reply_to,
+    )
+    return Status(201 if result.created else 200, result.payload)
+
+
+@router.post("/dm/{account}/read", response={204: None})
+def read(request: HttpRequest, account: str, payload: ReadIn) -> Status:
+    services.room_mark_read(user=request.user, account=account, seq=payload.seq)
+    return Status(204, None)

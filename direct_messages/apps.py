@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class DirectMessagesConfig(AppConfig):
+    name = "direct_messages"
+    verbose_name = "Direct messages"
+    default_auto_field = "django.db.models.BigAutoField"

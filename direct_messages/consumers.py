@@ -1,0 +1,361 @@
+"""WebSocket consumers: thin translators between frames and the service layer.
+
+``/ws/dm/{account}/`` is one user's side of one conversation; ``/ws/inbox/`` is one
+user's inbox. Business rules live in :mod:`direct_messages.services`; here we only
+authenticate, resolve, join groups and turn frames into service calls and events
+into frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
+
+from direct_messages import selectors, services
+from direct_messages.conf import dm_setting
+from direct_messages.errors import ApiError, Forbidden, Invalid, NotFound, TooLarge
+from direct_messages.rooms import inbox_group, pair_room_key, presence_group
+from direct_messages.schemas import frame_ref, parse_frame, user_out
+
+logger = logging.getLogger(__name__)
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+LAYER_RETRY_MAX_SECONDS = 2.0
+HEARTBEAT_SECONDS = 20.0
+
+
+class FrameConsumer(AsyncWebsocketConsumer):
+    """JSON frames with PROTOCOL.md's limits and errors, on a channel layer that may fail.
+
+    A bad frame gets an ``error`` frame and the socket stays open. If the channel
+    layer (Redis) goes away, the socket stays open too: frames are still served from
+    the database, and group memberships are restored when the layer is back
+    (:meth:`layer_recovered` lets subclasses catch up on what they missed).
+    """
+
+    groups_wanted: set[str]
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Channels' ``AsyncConsumer.__call__`` with a layer receive that survives outages."""
+        self.scope = scope
+        self.base_send = send
+        self.groups_wanted = set()
+        self.layer_ok = True
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name = ""
+        await self._new_channel()
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        try:
+            await await_many_dispatch([receive, self._layer_receive], self.dispatch)
+        except StopConsumer:
+            pass
+        finally:
+            if self._heartbeat_task is not None:
+                self._heartbeat_task.cancel()
+
+    async def _new_channel(self) -> bool:
+        try:
+            self.channel_name = await self.channel_layer.new_channel()
+            return True
+        except Exception as exc:
+            self._layer_failed(exc)
+            return False
+
+    def _layer_failed(self, exc: BaseException) -> None:
+        if self.layer_ok:
+            logger.warning("channel layer failed for %s: %r", self.channel_name, exc)
+        self.layer_ok = False
+
+    async def _layer_receive(self) -> dict[str, Any]:
+        delay = 0.1
+        while True:
+            if self.layer_ok and self.channel_name:
+                try:
+                    return dict(await self.channel_layer.receive(self.channel_name))
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self._layer_failed(exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, LAYER_RETRY_MAX_SECONDS)
+            if (self.channel_name or await self._new_channel()) and await self._rejoin():
+                delay = 0.1
+                logger.info("channel layer back for %s", self.channel_name)
+                return {"type": "layer.recovered"}
+
+    async def _rejoin(self) -> bool:
+        """(Re-)add this socket to its groups; False if the layer is still down."""
+        try:
+            for group in list(self.groups_wanted):
+                await self.channel_layer.group_add(group, self.channel_name)
+        except Exception as exc:
+            self._layer_failed(exc)
+            return False
+        self.layer_ok = True
+        return True
+
+    async def join(self, *groups: str) -> None:
+        self.groups_wanted.update(groups)
+        if self.channel_name:
+            await self._rejoin()
+
+    async def _heartbeat(self) -> None:
+        """Refresh group memberships: a restarted Redis has forgotten them."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            if self.layer_ok and self.channel_name:
+                await self._rejoin()
+            await self.heartbeat()
+
+    def start_heartbeat(self) -> None:
+        self._heartbeat_task = asyncio.create_task(self._heartbeat())
+
+    async def heartbeat(self) -> None:
+        """Called every ``HEARTBEAT_SECONDS`` while the socket is open."""
+
+    async def layer_recovered(self, event: dict[str, Any]) -> None:
+        """Called when the channel layer works again after a failure."""
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        """Leave the groups (if the layer lets us) and stop."""
+        if self.layer_ok and self.channel_name:
+            for group in self.groups_wanted:
+                try:
+                    await self.channel_layer.group_discard(group, self.channel_name)
+                except Exception as exc:
+                    self._layer_failed(exc)
+                    break
+        await self.disconnect(message.get("code", 1000))
+        raise StopConsumer()
+
+    # --- frames ------------------------------------------------------------------------
+
+    async def send_json(self, content: dict[str, Any]) -> None:
+        await self.send(text_data=orjson.dumps(content).decode())
+
+    async def send_error(self, exc: ApiError, ref: Any = None) -> None:
+        await self.send_json({"type": "error", "code": exc.code, "detail": exc.detail, "ref": ref})
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Called with each frame from the client: decode, check, dispatch."""
+        if text_data is None:
+            await self.send_error(Invalid("binary frames are not supported; send JSON text"))
+            return
+        limit = dm_setting("FRAME_MAX_BYTES")
+        if len(text_data) > limit or len(text_data.encode("utf-8")) > limit:
+            await self.send_error(TooLarge(f"frame: at most {limit} bytes"))
+            return
+        try:
+            content = orjson.loads(text_data)
+        except orjson.JSONDecodeError:
+            await self.send_error(Invalid("frame: not valid JSON"))
+            return
+        ref = frame_ref(content)
+        try:
+            frame = parse_frame(content)
+            await self.dispatch_frame(frame)
+        except ApiError as exc:
+            await self.send_error(exc, exc.ref if exc.ref is not None else ref)
+        except Exception:
+            logger.exception("frame failed: %s", content.get("type"))
+            err = ApiError("internal error; the frame was not applied")
+            err.code = "internal"  # type: ignore[misc]
+            await self.send_error(err, ref)
+
+    async def dispatch_frame(self, frame: Any) -> None:
+        handler = getattr(self, "frame_" + frame.type.replace(".", "_"), None)
+        if handler is None:
+            raise Invalid(f"type: {frame.type!r} is not accepted on this socket")
+        await handler(frame)
+
+    async def frame_ping(self, frame: Any) -> None:
+        await self.send_json({"type": "pong"})
+
+    def query_param(self, name: str) -> str | None:
+        values = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get(name)
+        return values[0] if values else None
+
+    async def close_unauthenticated(self) -> bool:
+        """Accept, then close with 4401 if the scope has no user; True if closed."""
+        await self.accept()
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return True
+        self.user = user
+        return False
+
+
+class DirectMessageConsumer(FrameConsumer):
+    """``/ws/dm/{account}/``: the authenticated user's conversation with ``account``.
+
+    Delivery is exactly-once per socket: ``high`` is the highest seq up to which this
+    socket has every message, ``ahead`` the seqs delivered beyond it. A duplicate
+    (replay overlapping live events) is dropped; a gap (events out of order, or lost
+    by the layer) is filled from the database, which always has every seq below a
+    committed one, because seqs are allocated under the room's lock.
+    """
+
+    async def connect(self) -> None:
+        if await self.close_unauthenticated():
+            return
+        try:
+            self.other = await database_sync_to_async(services.peer_resolve)(
+                self.user, self.scope["url_route"]["kwargs"]["account"]
+            )
+        except NotFound:
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        except Forbidden:
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        self.room_key = pair_room_key(self.user.pk, self.other.pk)
+        await self.join(self.room_key)
+        state = await database_sync_to_async(selectors.room_state)(self.user, self.other)
+        self.room_id: int | None = state["room_id"]
+        self.cleared_seq: int = state["cleared_seq"]
+        self.typing_sent_at = 0.0
+        self.typing_active = False
+        await self.send_json(
+            {
+                "type": "room.joined",
+                "room": self.room_key,
+                "with": user_out(self.other),
+                "last_seq": state["last_seq"],
+                "read": state["read"],
+            }
+        )
+        after = self.query_param("after")
+        self.ahead: set[int] = set()
+        self.high = state["last_seq"]
+        if after is not None:
+            try:
+                await self.replay(int(after))
+            except ValueError:
+                await self.send_error(Invalid("after: must be an integer"))
+        self.start_heartbeat()
+
+    async def replay(self, after: int) -> None:
+        """Send every message with seq > ``after`` from the database, then ``sync.done``."""
+        if after < 0:
+            raise Invalid("after: must be at least 0")
+        self.high, self.ahead = max(after, self.cleared_seq), set()
+        await self.fill_gap(upto=None)
+        await self.send_json({"type": "sync.done", "last_seq": self.high})
+
+    async def fill_gap(self, upto: int | None) -> None:
+        while True:
+            if self.room_id is None:
+                state = await database_sync_to_async(selectors.room_state)(self.user, self.other)
+                self.room_id = state["room_id"]
+                if self.room_id is None:
+                    return
+                self.cleared_seq = state["cleared_seq"]
+            page = await database_sync_to_async(selectors.messages_after)(
+                room_id=self.room_id, room_key=self.room_key, after=self.high, upto=upto
+            )
+            for message in page:
+                await self.deliver(message, fill=False)
+            if len(page) < selectors.PAGE_MAX:
+                return
+
+    async def deliver(self, message: dict[str, Any], fill: bool = True) -> None:
+        seq = message["seq"]
+        if seq <= self.high or seq in self.ahead:
+            return
+        if fill and seq > self.high + 1:
+            await self.fill_gap(upto=seq - 1)
+        await self.send_json({"type": "message.new", "message": message})
+        self.ahead.add(seq)
+        while self.high + 1 in self.ahead:
+            self.high += 1
+            self.ahead.discard(self.high)
+
+    # --- client frames -------------------------------------------------------------------
+
+    async def frame_message_send(self, frame: Any) -> None:
+        result = await database_sync_to_async(services.message_send)(
+            sender=self.user,
+            account=self.other.account,
+            client_id=frame.client_id,
+            text=frame.message,
+            attachment_ids=frame.attachment_ids,
+            reply_to=frame.reply_to,
+        )
+        await self.send_json(result.ack())
+
+    async def frame_read(self, frame: Any) -> None:
+        await database_sync_to_async(services.room_mark_read)(
+            user=self.user, account=self.other.account, seq=frame.seq
+        )
+
+    async def frame_typing(self, frame: Any) -> None:
+        now = time.monotonic()
+        throttle = dm_setting("TYPING_THROTTLE_SECONDS")
+        if frame.active and self.typing_active and now - self.typing_sent_at < throttle:
+            return
+        self.typing_sent_at, self.typing_active = now, frame.active
+        await self.broadcast_typing(frame.active)
+
+    async def broadcast_typing(self, active: bool) -> None:
+        from direct_messages.realtime import publish
+
+        event = {"type": "typing", "account": self.user.account, "active": active}
+        await publish([(self.room_key, event)])
+
+    async def frame_sync(self, frame: Any) -> None:
+        await self.replay(frame.after)
+
+    async def disconnect(self, code: int) -> None:
+        if getattr(self, "typing_active", False):
+            await self.broadcast_typing(False)
+
+    # --- group events --------------------------------------------------------------------
+
+    async def message_new(self, event: dict[str, Any]) -> None:
+        await self.deliver(event["message"])
+
+    async def message_updated(self, event: dict[str, Any]) -> None:
+        await self.send_json(event)
+
+    async def seen(self, event: dict[str, Any]) -> None:
+        if event["account"] != self.user.account:
+            await self.send_json(event)
+
+    async def typing(self, event: dict[str, Any]) -> None:
+        if event["account"] != self.user.account:
+            await self.send_json(event)
+
+    async def presence(self, event: dict[str, Any]) -> None:
+        await self.send_json(event)
+
+    async def layer_recovered(self, event: dict[str, Any]) -> None:
+        await self.fill_gap(upto=None)
+
+
+class InboxConsumer(FrameConsumer):
+    """``/ws/inbox/``: ``inbox.update`` whenever one of the user's conversations changes."""
+
+    async def connect(self) -> None:
+        if await self.close_unauthenticated():
+            return
+        await self.join(inbox_group(self.user.pk), presence_group(self.user.pk))
+        self.start_heartbeat()
+
+    async def inbox_update(self, event: dict[str, Any]) -> None:
+        await self.send_json(event)
+
+    async def presence(self, event: dict[str, Any]) -> None:
+        await self.send_json(event)

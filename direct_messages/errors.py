@@ -1,0 +1,28 @@
+"""The typed errors services raise; see :mod:`decorators.errors`."""
+
+from decorators.errors import (
+    ApiError,
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    RateLimited,
+    TooLarge,
+    Unauthenticated,
+    UnsupportedMediaType,
+)
+
+DirectMessageError = ApiError
+
+__all__ = [
+    "ApiError",
+    "Conflict",
+    "DirectMessageError",
+    "Forbidden",
+    "Invalid",
+    "NotFound",
+    "RateLimited",
+    "TooLarge",
+    "Unauthenticated",
+    "UnsupportedMediaType",
+]

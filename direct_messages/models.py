@@ -1,0 +1,153 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+
+User = settings.AUTH_USER_MODEL
+
+
+class Room(models.Model):
+    """The one conversation of a pair of users, created by its first message."""
+
+    key = models.CharField(max_length=64, unique=True)
+    user_lo = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    user_hi = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    last_seq = models.PositiveBigIntegerField(default=0)
+    last_message = models.ForeignKey(
+        "DirectMessage", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    last_activity_at = models.DateTimeField(default=timezone.now)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(user_lo__lt=F("user_hi")), name="room_lo_lt_hi"),
+            models.UniqueConstraint(fields=["user_lo", "user_hi"], name="room_pair_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class RoomMember(models.Model):
+    """One user's side of a room: read cursor, unread count, folder and settings."""
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="members")
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="dm_memberships")
+    other = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    last_read_seq = models.PositiveBigIntegerField(default=0)
+    unread_count = models.PositiveIntegerField(default=0)
+    muted = models.BooleanField(default=False)
+    is_request = models.BooleanField(default=False)
+    cleared_seq = models.PositiveBigIntegerField(default=0)
+    # Copied from the room so that the inbox is one index range scan on this table.
+    last_activity_at = models.DateTimeField(default=timezone.now)
+    # False while everything in the room is at or below cleared_seq (delete-for-me).
+    visible = models.BooleanField(default=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["room", "user"], name="member_room_user_unique"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["user", "visible", "is_request", "-last_activity_at", "-id"],
+                name="member_inbox_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} in {self.room_id}"
+
+
+class DirectMessage(models.Model):
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="messages")
+    sender = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    seq = models.PositiveBigIntegerField()
+    message = models.TextField(blank=True)
+    client_id = models.UUIDField()
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    reply_to = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    edited_at = models.DateTimeField(null=True, blank=True)
+    unsent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["room", "seq"], name="message_room_seq_unique"),
+            models.UniqueConstraint(
+                fields=["sender", "client_id"], name="message_sender_client_id_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.room_id}#{self.seq}"
+
+    @property
+    def unsent(self) -> bool:
+        return self.unsent_at is not None
+
+
+class AttachmentKind(models.TextChoices):
+    IMAGE = "image"
+    VIDEO = "video"
+    AUDIO = "audio"
+
+
+class DirectMessageAttachFiles(models.Model):
+    """An uploaded file: owned by its uploader until a message claims it."""
+
+    message = models.ForeignKey(
+        DirectMessage, null=True, blank=True, on_delete=models.SET_NULL, related_name="attachments"
+    )
+    uploader = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    file = models.FileField(upload_to="dm/%Y/%m/", max_length=255)
+    thumbnail = models.FileField(upload_to="dm/%Y/%m/", max_length=255, blank=True)
+    kind = models.CharField(max_length=8, choices=AttachmentKind.choices)
+    content_type = models.CharField(max_length=100)
+    size = models.PositiveBigIntegerField()
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    name = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        verbose_name = "attachment"
+        indexes = [
+            models.Index(fields=["message", "id"], name="attachment_message_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.pk}"
+
+
+class Reaction(models.Model):
+    message = models.ForeignKey(DirectMessage, on_delete=models.CASCADE, related_name="reactions")
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    emoji = models.CharField(max_length=32)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["message", "user"], name="reaction_message_user_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.emoji} on {self.message_id}"
+
+
+class Block(models.Model):
+    blocker = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    blocked = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["blocker", "blocked"], name="block_pair_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.blocker_id} blocks {self.blocked_id}"

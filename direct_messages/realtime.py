@@ -1,0 +1,65 @@
+"""The only caller of the channel layer's ``group_send``.
+
+The database is the source of truth and the channel layer a fast, lossy notification
+bus: a failed publish is logged (once per outage, not once per message) and swallowed,
+because the message is already committed and every client recovers it with
+``?after=`` (and open sockets fill the gap themselves when the layer comes back).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+logger = logging.getLogger(__name__)
+
+Event = tuple[str, dict[str, Any]]  # (group, event)
+
+
+class _LayerHealth:
+    """Remembers whether the layer is failing, so an outage is logged once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.failing = False
+
+    def failed(self, exc: BaseException) -> None:
+        with self._lock:
+            first, self.failing = not self.failing, True
+        if first:
+            logger.error("channel layer unavailable, live delivery paused: %r", exc)
+
+    def succeeded(self) -> None:
+        with self._lock:
+            recovered, self.failing = self.failing, False
+        if recovered:
+            logger.warning("channel layer is back, live delivery resumed")
+
+
+layer_health = _LayerHealth()
+
+
+async def publish(events: Iterable[Event]) -> None:
+    """Send each event to its group; never raises."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    for group, event in events:
+        try:
+            await layer.group_send(group, event)
+        except Exception as exc:  # any layer failure: the database has the message
+            layer_health.failed(exc)
+            return
+    layer_health.succeeded()
+
+
+def broadcast_on_commit(events: list[Event]) -> None:
+    """Publish ``events`` once the current transaction commits (at once outside one)."""
+    if events:
+        transaction.on_commit(lambda: async_to_sync(publish)(events))

@@ -1,0 +1,223 @@
+"""The wire contract in code: every frame and body (pydantic), every object out.
+
+Both transports validate with these models, so a message is checked the same way
+whether it came over HTTP or a WebSocket.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+
+from decorators.errors import Invalid
+from direct_messages.conf import dm_setting
+
+MAX_IDS = 100  # a sanity cap on list sizes before the real limits are checked
+
+
+def isotime(value: dt.datetime | None) -> str | None:
+    """RFC 3339 in UTC with six fractional digits and ``Z``."""
+    if value is None:
+        return None
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
+
+
+# --- Bodies and frames in -------------------------------------------------------------
+
+
+class MessageSendIn(Wire):
+    client_id: uuid.UUID
+    message: str = Field("", max_length=100_000)
+    attachment_ids: list[int] = Field(default_factory=list, max_length=MAX_IDS)
+    reply_to: int | None = None
+
+
+class ReadIn(Wire):
+    seq: int = Field(ge=0)
+
+
+class SendFrame(MessageSendIn):
+    type: Literal["message.send"]
+
+
+class EditFrame(Wire):
+    type: Literal["message.edit"]
+    id: int
+    message: str = Field(max_length=100_000)
+
+
+class UnsendFrame(Wire):
+    type: Literal["message.unsend"]
+    id: int
+
+
+class ReactionSetFrame(Wire):
+    type: Literal["reaction.set"]
+    id: int
+    emoji: str = Field(min_length=1, max_length=64)
+
+
+class ReactionClearFrame(Wire):
+    type: Literal["reaction.clear"]
+    id: int
+
+
+class ReadFrame(ReadIn):
+    type: Literal["read"]
+
+
+class TypingFrame(Wire):
+    type: Literal["typing"]
+    active: bool
+
+
+class SyncFrame(Wire):
+    type: Literal["sync"]
+    after: int = Field(ge=0)
+
+
+class PingFrame(Wire):
+    type: Literal["ping"]
+
+
+Frame = Annotated[
+    SendFrame
+    | EditFrame
+    | UnsendFrame
+    | ReactionSetFrame
+    | ReactionClearFrame
+    | ReadFrame
+    | TypingFrame
+    | SyncFrame
+    | PingFrame,
+    Field(discriminator="type"),
+]
+FRAME_TYPES = {
+    "message.send",
+    "message.edit",
+    "message.unsend",
+    "reaction.set",
+    "reaction.clear",
+    "read",
+    "typing",
+    "sync",
+    "ping",
+}
+_frame_adapter: TypeAdapter[Any] = TypeAdapter(Frame)
+
+
+def describe_validation_error(exc: PydanticValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        loc = [str(p) for p in error.get("loc", ()) if not str(p).startswith(tuple(FRAME_TYPES))]
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{'.'.join(loc)}: {message}" if loc else message)
+    return "; ".join(parts) or "invalid frame"
+
+
+def parse_frame(content: Any) -> Any:
+    """A decoded JSON frame to its model; :class:`Invalid` for anything else."""
+    if not isinstance(content, dict):
+        raise Invalid("a frame is a JSON object")
+    kind = content.get("type")
+    if kind not in FRAME_TYPES:
+        raise Invalid(f"type: unknown frame type {kind!r}" if kind else "type: required")
+    try:
+        return _frame_adapter.validate_python(content)
+    except PydanticValidationError as exc:
+        raise Invalid(describe_validation_error(exc)) from exc
+
+
+def frame_ref(content: Any) -> Any:
+    """``ref`` of an error frame: the frame's ``client_id``, else its ``id``, else null."""
+    if not isinstance(content, dict):
+        return None
+    ref = content.get("client_id", content.get("id"))
+    return ref if isinstance(ref, str | int) and not isinstance(ref, bool) else None
+
+
+def check_message_text(text: str) -> None:
+    limit = dm_setting("MESSAGE_MAX_LENGTH")
+    if len(text) > limit:
+        raise Invalid(f"message: at most {limit} characters")
+
+
+# --- Objects out ----------------------------------------------------------------------
+
+
+def user_out(user: Any) -> dict[str, Any]:
+    from users.schemas import user_out as users_user_out
+
+    return users_user_out(user)
+
+
+def attachment_out(attachment: Any) -> dict[str, Any]:
+    base = f"/api/attachments/{attachment.pk}"
+    return {
+        "id": attachment.pk,
+        "kind": attachment.kind,
+        "content_type": attachment.content_type,
+        "size": attachment.size,
+        "name": attachment.name,
+        "width": attachment.width,
+        "height": attachment.height,
+        "url": f"{base}/file",
+        "thumbnail_url": f"{base}/thumbnail" if attachment.thumbnail else None,
+    }
+
+
+def reply_out(message: Any) -> dict[str, Any] | None:
+    if message is None:
+        return None
+    unsent = message.unsent_at is not None
+    return {
+        "id": message.pk,
+        "seq": message.seq,
+        "sender": message.sender.account,
+        "message": "" if unsent else message.message[:100],
+        "unsent": unsent,
+    }
+
+
+def message_out(message: Any, room_key: str) -> dict[str, Any]:
+    """PROTOCOL.md's ``Message``. Expects sender, reply_to, attachments and reactions
+    loaded (see ``selectors.MESSAGE_RELATED``)."""
+    unsent = message.unsent_at is not None
+    return {
+        "id": message.pk,
+        "room": room_key,
+        "seq": message.seq,
+        "sender": message.sender.account,
+        "message": "" if unsent else message.message,
+        "attachments": [] if unsent else [attachment_out(a) for a in message.attachments.all()],
+        "client_id": str(message.client_id),
+        "reply_to": reply_out(message.reply_to),
+        "created_at": isotime(message.created_at),
+        "edited_at": isotime(message.edited_at),
+        "unsent": unsent,
+        "reactions": [
+            {"account": r.user.account, "emoji": r.emoji}
+            for r in sorted(message.reactions.all(), key=lambda r: (r.created_at, r.pk))
+        ],
+    }
+
+
+def conversation_out(member: Any, last_message: Any) -> dict[str, Any]:
+    """PROTOCOL.md's ``Conversation``, from one member row (room and other loaded)."""
+    return {
+        "room": member.room.key,
+        "with": user_out(member.other),
+        "last_message": message_out(last_message, member.room.key) if last_message else None,
+        "unread_count": member.unread_count,
+        "last_activity_at": isotime(member.last_activity_at),
+        "muted": member.muted,
+        "request": member.is_request,
+    }

@@ -1,0 +1,145 @@
+"""Every read of the app. Each runs a fixed number of SQL queries, whatever the page
+size or the number of conversations and messages behind it."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+from typing import Any
+
+from django.db.models import Prefetch, Q, QuerySet
+
+from direct_messages.errors import Invalid
+from direct_messages.models import DirectMessage, Reaction, Room, RoomMember
+from direct_messages.rooms import pair_room_key
+from direct_messages.schemas import conversation_out, message_out
+
+PAGE_MAX = 200
+
+
+def clamp_limit(limit: int, default: int) -> int:
+    return max(1, min(PAGE_MAX, limit if limit is not None else default))
+
+
+def messages_with_related(qs: QuerySet[DirectMessage]) -> QuerySet[DirectMessage]:
+    """What ``message_out`` reads, in three queries whatever the page size."""
+    return qs.select_related("sender", "reply_to__sender").prefetch_related(
+        "attachments",
+        Prefetch("reactions", queryset=Reaction.objects.select_related("user")),
+    )
+
+
+def room_for(user: Any, other: Any) -> Room | None:
+    return Room.objects.filter(key=pair_room_key(user.pk, other.pk)).first()
+
+
+def room_state(user: Any, other: Any) -> dict[str, Any]:
+    """``room.joined``'s fields: the room, both read cursors and the last seq."""
+    key = pair_room_key(user.pk, other.pk)
+    read = {user.account: 0, other.account: 0}
+    members = list(RoomMember.objects.filter(room__key=key).select_related("room", "user"))
+    last_seq = members[0].room.last_seq if members else 0
+    cleared = 0
+    for member in members:
+        read[member.user.account] = member.last_read_seq
+        if member.user_id == user.pk:
+            cleared = member.cleared_seq
+    return {
+        "room": key,
+        "room_id": members[0].room_id if members else None,
+        "last_seq": last_seq,
+        "read": read,
+        "cleared_seq": cleared,
+    }
+
+
+def message_list(
+    *, user: Any, other: Any, before: int | None = None, after: int | None = None, limit: int = 50
+) -> dict[str, Any]:
+    """A page of history, ascending by ``seq``: the newest, before or after a seq."""
+    key = pair_room_key(user.pk, other.pk)
+    limit = clamp_limit(limit, 50)
+    member = RoomMember.objects.filter(room__key=key, user=user).first()
+    if member is None:
+        return {"room": key, "results": [], "has_more": False}
+    qs = messages_with_related(
+        DirectMessage.objects.filter(room_id=member.room_id, seq__gt=member.cleared_seq)
+    )
+    if after is not None:
+        rows = list(qs.filter(seq__gt=after).order_by("seq")[: limit + 1])
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+    else:
+        if before is not None:
+            qs = qs.filter(seq__lt=before)
+        rows = list(qs.order_by("-seq")[: limit + 1])
+        has_more = len(rows) > limit
+        rows = rows[:limit][::-1]
+    return {"room": key, "results": [message_out(m, key) for m in rows], "has_more": has_more}
+
+
+def messages_after(
+    *, room_id: int, room_key: str, after: int, limit: int = PAGE_MAX, upto: int | None = None
+) -> list[dict[str, Any]]:
+    """Messages with ``after < seq (<= upto)`` as wire objects, for replay and gap filling."""
+    qs = DirectMessage.objects.filter(room_id=room_id, seq__gt=after)
+    if upto is not None:
+        qs = qs.filter(seq__lte=upto)
+    rows = messages_with_related(qs).order_by("seq")[:limit]
+    return [message_out(m, room_key) for m in rows]
+
+
+def last_message_for(member: RoomMember) -> DirectMessage | None:
+    """The last message ``member`` can see (none once everything is cleared)."""
+    if member.room.last_seq <= member.cleared_seq:
+        return None
+    return (
+        messages_with_related(DirectMessage.objects.filter(room_id=member.room_id))
+        .order_by("-seq")
+        .first()
+    )
+
+
+def _encode_cursor(member: RoomMember) -> str:
+    raw = f"{member.last_activity_at.isoformat()}|{member.pk}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        when, _, pk = raw.partition("|")
+        return dt.datetime.fromisoformat(when), int(pk)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise Invalid("cursor: not a cursor from this API") from exc
+
+
+def inbox_list(
+    *, user: Any, folder: str = "primary", cursor: str | None = None, limit: int = 20
+) -> dict[str, Any]:
+    """The user's conversations, most recent activity first, keyset-paginated."""
+    limit = clamp_limit(limit, 20)
+    qs = RoomMember.objects.filter(user=user, visible=True, is_request=(folder == "requests"))
+    if cursor:
+        when, pk = _decode_cursor(cursor)
+        qs = qs.filter(Q(last_activity_at__lt=when) | Q(last_activity_at=when, pk__lt=pk))
+    members = list(
+        qs.select_related("room", "other").order_by("-last_activity_at", "-pk")[: limit + 1]
+    )
+    has_more = len(members) > limit
+    members = members[:limit]
+    last_ids = [m.room.last_message_id for m in members if m.room.last_message_id]
+    last_messages = {
+        m.pk: m for m in messages_with_related(DirectMessage.objects.filter(pk__in=last_ids))
+    }
+    results = [
+        conversation_out(
+            m,
+            last_messages.get(m.room.last_message_id)  # type: ignore[arg-type]
+            if m.room.last_seq > m.cleared_seq
+            else None,
+        )
+        for m in members
+    ]
+    return {"results": results, "next_cursor": _encode_cursor(members[-1]) if has_more else None}

@@ -1,0 +1,192 @@
+"""Shared fixtures: users, authenticated clients, WebSocket helpers, live servers."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+
+from tests.support import (
+    LiveServer,
+    RedisServer,
+    migrate,
+    need,
+    redis_server_binary,
+    server_env,
+)
+
+PASSWORD = "correct-horse-battery"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits() -> Iterator[None]:
+    from direct_messages import ratelimit
+
+    ratelimit.memory_window.clear()
+    if os.environ.get("REDIS_URL"):
+        import redis
+
+        client = redis.Redis.from_url(os.environ["REDIS_URL"])
+        keys = list(client.scan_iter("dm:*"))
+        if keys:
+            client.delete(*keys)
+    yield
+
+
+@pytest.fixture
+def make_user(db: Any) -> Callable[..., Any]:
+    from django.contrib.auth import get_user_model
+
+    def make(account: str | None = None, password: str = PASSWORD, **extra: Any) -> Any:
+        account = account or f"u{uuid.uuid4().hex[:10]}"
+        return get_user_model().objects.create_user(account=account, password=password, **extra)
+
+    return make
+
+
+@pytest.fixture
+def alice(make_user: Callable[..., Any]) -> Any:
+    return make_user("alice", name="Alice")
+
+
+@pytest.fixture
+def bob(make_user: Callable[..., Any]) -> Any:
+    return make_user("bob", name="Bob")
+
+
+def token_for(user: Any) -> str:
+    from decorators.auth import token_issue
+
+    return token_issue(user)[0]
+
+
+@pytest.fixture
+def auth_client() -> Callable[[Any], Client]:
+    """A Django test client that sends ``user``'s Bearer token with every request."""
+
+    def make(user: Any) -> Client:
+        return Client(HTTP_AUTHORIZATION=f"Bearer {token_for(user)}")
+
+    return make
+
+
+def ws_headers(user: Any | None = None, origin: str | None = None) -> list[tuple[bytes, bytes]]:
+    headers = [(b"host", b"127.0.0.1")]
+    if user is not None:
+        headers.append((b"authorization", f"Bearer {token_for(user)}".encode()))
+    if origin is not None:
+        headers.append((b"origin", origin.encode()))
+    return headers
+
+
+@pytest.fixture
+async def ws_connect() -> AsyncIterator[Callable[..., Any]]:
+    """Open a ``WebsocketCommunicator`` on ``instamg.asgi.application``; all are closed
+    at the end of the test."""
+    from instamg.asgi import application
+
+    opened: list[WebsocketCommunicator] = []
+
+    async def connect(
+        path: str,
+        user: Any | None = None,
+        origin: str | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> WebsocketCommunicator:
+        communicator = WebsocketCommunicator(
+            application, path, headers=headers if headers is not None else ws_headers(user, origin)
+        )
+        connected, _ = await communicator.connect(timeout=10)
+        assert connected, f"handshake to {path} refused"
+        opened.append(communicator)
+        return communicator
+
+    yield connect
+    for communicator in opened:
+        await communicator.disconnect(timeout=5)
+
+
+# --- Live server processes ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def live_database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A migrated database for server processes: PostgreSQL when ``DATABASE_URL`` points
+    there, else a SQLite file. Tests use fresh accounts, so they can share it."""
+    configured = os.environ.get("DATABASE_URL", "")
+    if configured.startswith(("postgres://", "postgresql://")):
+        import psycopg
+
+        name = f"instamg_live_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(configured, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        url = configured.rsplit("/", 1)[0] + f"/{name}"
+        migrate(server_env(url))
+        yield url
+        with psycopg.connect(configured, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    else:
+        path: Path = tmp_path_factory.mktemp("live") / "db.sqlite3"
+        url = f"sqlite:///{path}"
+        migrate(server_env(url))
+        yield url
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """``REDIS_URL`` if set, else a private ``redis-server`` for this test."""
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    need(redis_server_binary() is not None, "needs REDIS_URL or a redis-server binary")
+    server = RedisServer()
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    """A ``redis-server`` of this test's own, which the test may stop and restart."""
+    need(redis_server_binary() is not None, "needs the redis-server binary")
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def live_server_factory(
+    live_database_url: str, tmp_path: Path
+) -> Iterator[Callable[..., LiveServer]]:
+    started: list[LiveServer] = []
+
+    def start(redis_url: str | None = None, server: str = "daphne", **extra: str) -> LiveServer:
+        env = server_env(live_database_url, redis_url, **extra)
+        live = LiveServer(env=env, server=server, log_path=tmp_path / f"server{len(started)}.log")
+        started.append(live.start())
+        return live
+
+    yield start
+    for live in started:
+        live.stop()
+    for log in tmp_path.glob("server*.log"):
+        text = log.read_text(errors="replace")
+        if "Traceback" in text:
+            print(f"--- {log.name} ---\n{text[-4000:]}")
+
+
+@pytest.fixture
+def live_server(live_server_factory: Callable[..., LiveServer]) -> LiveServer:
+    """One daphne process on the embedded defaults (or on Redis when REDIS_URL is set)."""
+    return live_server_factory(os.environ.get("REDIS_URL") or None)

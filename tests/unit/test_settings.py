@@ -1,0 +1,73 @@
+import os
+import subprocess
+import sys
+
+from tests.support import ROOT
+
+
+def run_django(env_overrides):
+    env = {**os.environ, **env_overrides}
+    env.pop("SECRET_KEY", None) if "SECRET_KEY" not in env_overrides else None
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT,
+        env={**env, "DJANGO_SETTINGS_MODULE": "instamg.settings"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_production_mode_refuses_the_development_secret_key():
+    result = run_django({"DEBUG": "false"})
+    assert result.returncode != 0
+    assert "SECRET_KEY" in result.stderr and "Refusing to start" in result.stderr
+
+
+def test_production_mode_starts_with_a_real_secret_key():
+    result = run_django({"DEBUG": "false", "SECRET_KEY": "x" * 60})
+    assert result.returncode == 0, result.stderr
+
+
+def test_database_url_selects_postgres_with_a_pool_and_no_persistent_connections():
+    code = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "d = s.DATABASES['default']; "
+        "print(d['ENGINE'], d['CONN_MAX_AGE'], 'pool' in d['OPTIONS'], "
+        "s.CHANNEL_LAYERS['default']['BACKEND'])"
+    )
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "instamg.settings",
+        "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/test",
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.stdout.split() == [
+        "django.db.backends.postgresql",
+        "0",
+        "True",
+        "channels_redis.core.RedisChannelLayer",
+    ], out.stderr
+
+
+def test_embedded_default_is_sqlite_wal_and_in_memory_layer():
+    code = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "d = s.DATABASES['default']; "
+        "print(d['ENGINE'], 'WAL' in d['OPTIONS']['init_command'], "
+        "d['OPTIONS']['timeout'], s.CHANNEL_LAYERS['default']['BACKEND'])"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env["DJANGO_SETTINGS_MODULE"] = "instamg.settings"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.stdout.split() == [
+        "django.db.backends.sqlite3",
+        "True",
+        "20",
+        "channels.layers.InMemoryChannelLayer",
+    ], out.stderr

@@ -1,0 +1,51 @@
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.http import HttpRequest
+from ninja import Query, Router, Schema, Status
+from pydantic import Field
+
+from decorators.auth import token_issue
+from users import services
+from users.accounts import normalize_account
+from users.schemas import SignupIn, SignupOut, TokenIn, TokenOut, UserList, UserOut, user_out
+
+auth_router = Router(tags=["auth"])
+users_router = Router(tags=["users"])
+
+SEARCH_LIMIT = 20
+
+
+@auth_router.post("/signup", response={201: SignupOut}, auth=None)
+def signup(request: HttpRequest, payload: SignupIn) -> Status:
+    user = services.user_signup(
+        account=payload.account, password=payload.password, name=payload.name
+    )
+    token, _ = token_issue(user)
+    return Status(201, {"user": user_out(user), "token": token})
+
+
+@auth_router.post("/token", response=TokenOut, auth=None)
+def token(request: HttpRequest, payload: TokenIn) -> dict[str, Any]:
+    user = services.user_check_password(account=payload.account, password=payload.password)
+    token, expires_at = token_issue(user)
+    return {"token": token, "expires_at": expires_at}
+
+
+@users_router.get("/me", response=UserOut)
+def me(request: HttpRequest) -> dict[str, Any]:
+    return user_out(request.user)
+
+
+class SearchQuery(Schema):
+    q: str = Field("", max_length=64)
+
+
+@users_router.get("/", response=UserList)
+def search(request: HttpRequest, query: Query[SearchQuery]) -> dict[str, Any]:
+    prefix = normalize_account(query.q)
+    users = get_user_model().objects.filter(is_active=True)
+    if prefix:
+        users = users.filter(account__startswith=prefix)
+    users = users.exclude(id=request.user.id)  # type: ignore[misc].order_by("account")[:SEARCH_LIMIT]
+    return {"results": [user_out(u) for u in users]}
