@@ -47,5 +47,6 @@ def search(request: HttpRequest, query: Query[SearchQuery]) -> dict[str, Any]:
     users = get_user_model().objects.filter(is_active=True)
     if prefix:
         users = users.filter(account__startswith=prefix)
-    users = users.exclude(id=request.user.id)  # type: ignore[misc].order_by("account")[:SEARCH_LIMIT]
+    me: Any = request.user
+    users = users.exclude(pk=me.pk).order_by("account")[:SEARCH_LIMIT]
     return {"results": [user_out(u) for u in users]}
