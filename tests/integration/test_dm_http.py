@@ -1,0 +1,215 @@
+import json
+import uuid
+
+import pytest
+
+from direct_messages.models import DirectMessage, Room, RoomMember
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def send(client, account, text="hi", client_id=None, **extra):
+    body = {"client_id": client_id or str(uuid.uuid4()), "message": text, **extra}
+    return client.post(
+        f"/api/dm/{account}/messages", json.dumps(body), content_type="application/json"
+    )
+
+
+def test_first_message_creates_one_canonical_room(alice, bob, auth_client):
+    response = send(auth_client(alice), "bob", "hello")
+    assert response.status_code == 201
+    message = response.json()
+    lo, hi = sorted((alice.pk, bob.pk))
+    assert message["room"] == f"dm.{lo}.{hi}" and message["seq"] == 1
+    assert message["sender"] == "alice" and message["message"] == "hello"
+    assert message["created_at"].endswith("Z") and len(message["created_at"]) == 27
+    assert message["reactions"] == [] and message["attachments"] == [] and not message["unsent"]
+    reply = send(auth_client(bob), "ALICE", "hey")
+    assert reply.json()["room"] == message["room"] and reply.json()["seq"] == 2
+    assert Room.objects.count() == 1 and RoomMember.objects.count() == 2
+
+
+def test_retry_with_same_client_id_stores_one_message(alice, bob, auth_client):
+    client_id = str(uuid.uuid4())
+    first = send(auth_client(alice), "bob", "once", client_id)
+    again = send(auth_client(alice), "bob", "once", client_id)
+    assert first.status_code == 201 and again.status_code == 200
+    assert again.json() == first.json()
+    assert DirectMessage.objects.count() == 1
+
+
+def test_client_id_reused_for_another_conversation_is_invalid(alice, bob, make_user, auth_client):
+    carol = make_user("carol")
+    client_id = str(uuid.uuid4())
+    send(auth_client(alice), "bob", "x", client_id)
+    response = send(auth_client(alice), carol.account, "x", client_id)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid"
+
+
+def test_renaming_an_account_keeps_the_conversation(alice, bob, auth_client):
+    room = send(auth_client(alice), "bob").json()["room"]
+    bob.account = "robert"
+    bob.save()
+    again = send(auth_client(alice), "robert", "still you").json()
+    assert again["room"] == room and again["seq"] == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"client_id": "not-a-uuid", "message": "x"}, 400, "invalid"),
+        ({"message": "x"}, 400, "invalid"),
+        ({"client_id": str(uuid.uuid4()), "message": ""}, 400, "invalid"),
+        ({"client_id": str(uuid.uuid4()), "message": "   "}, 400, "invalid"),
+        ({"client_id": str(uuid.uuid4()), "message": "x" * 1001}, 400, "invalid"),
+        ({"client_id": str(uuid.uuid4()), "message": 5}, 400, "invalid"),
+        ({"client_id": str(uuid.uuid4()), "message": "x", "attachment_ids": "1"}, 400, "invalid"),
+        ({"client_id": str(uuid.uuid4()), "message": "x", "attachment_ids": [999]}, 400, "invalid"),
+        ({"client_id": str(uuid.uuid4()), "message": "x", "reply_to": 999}, 400, "invalid"),
+    ],
+)
+def test_bad_sends_are_refused_and_store_nothing(alice, bob, auth_client, body, status, code):
+    response = auth_client(alice).post(
+        "/api/dm/bob/messages", json.dumps(body), content_type="application/json"
+    )
+    assert response.status_code == status, response.content
+    assert response.json()["error"]["code"] == code
+    assert not DirectMessage.objects.exists()
+
+
+def test_text_of_exactly_1000_characters_is_accepted(alice, bob, auth_client):
+    assert send(auth_client(alice), "bob", "é" * 1000).status_code == 201
+
+
+def test_messaging_yourself_is_forbidden_and_unknown_is_404(alice, auth_client):
+    assert send(auth_client(alice), "alice").json()["error"]["code"] == "forbidden"
+    assert send(auth_client(alice), "nobody").status_code == 404
+    assert send(auth_client(alice), "Not A Handle!").status_code == 404
+
+
+def test_a_sender_field_in_the_payload_is_ignored(alice, bob, auth_client):
+    response = send(auth_client(alice), "bob", "mine", sender="bob")
+    assert response.json()["sender"] == "alice"
+    assert DirectMessage.objects.get().sender == alice
+
+
+def test_history_pages(alice, bob, auth_client):
+    client = auth_client(alice)
+    for i in range(1, 8):
+        send(client, "bob", f"m{i}")
+    newest = client.get("/api/dm/bob/messages?limit=3").json()
+    assert [m["seq"] for m in newest["results"]] == [5, 6, 7] and newest["has_more"]
+    older = client.get("/api/dm/bob/messages?limit=3&before=5").json()
+    assert [m["seq"] for m in older["results"]] == [2, 3, 4] and older["has_more"]
+    oldest = client.get("/api/dm/bob/messages?limit=3&before=2").json()
+    assert [m["seq"] for m in oldest["results"]] == [1] and not oldest["has_more"]
+    after = client.get("/api/dm/bob/messages?after=5").json()
+    assert [m["seq"] for m in after["results"]] == [6, 7] and not after["has_more"]
+    assert client.get("/api/dm/bob/messages?limit=0").json()["results"][0]["seq"] == 7
+    assert client.get("/api/dm/bob/messages?limit=x").status_code == 400
+    assert len(client.get("/api/dm/bob/messages?limit=5000").json()["results"]) == 7
+
+
+def test_history_of_a_new_pair_is_empty(alice, bob, auth_client):
+    body = auth_client(alice).get("/api/dm/bob/messages").json()
+    assert body["results"] == [] and body["has_more"] is False and body["room"].startswith("dm.")
+
+
+def test_inbox_sorted_by_activity_with_unread_counts(alice, bob, make_user, auth_client):
+    carol = make_user("carol", name="Carol")
+    send(auth_client(bob), "alice", "from bob 1")
+    send(auth_client(bob), "alice", "from bob 2")
+    send(auth_client(carol), "alice", "from carol")
+    send(auth_client(alice), "carol", "reply to carol")
+    inbox = auth_client(alice).get("/api/inbox").json()
+    # bob's conversation is a request for alice (she never wrote to him)
+    assert [c["with"]["account"] for c in inbox["results"]] == ["carol"]
+    carol_row = inbox["results"][0]
+    assert (
+        carol_row["unread_count"] == 0 and carol_row["last_message"]["message"] == "reply to carol"
+    )
+    assert carol_row["request"] is False and carol_row["muted"] is False
+    requests = auth_client(alice).get("/api/inbox?folder=requests").json()["results"]
+    assert [(c["with"]["account"], c["unread_count"], c["request"]) for c in requests] == [
+        ("bob", 2, True)
+    ]
+    bob_inbox = auth_client(bob).get("/api/inbox").json()["results"]
+    assert bob_inbox[0]["with"]["account"] == "alice" and bob_inbox[0]["request"] is False
+
+
+def test_inbox_keyset_pagination_is_stable_while_messages_arrive(make_user, auth_client):
+    me = make_user("me")
+    friends = [make_user(f"friend{i}") for i in range(5)]
+    for friend in friends:
+        send(auth_client(me), friend.account, "hi")
+    client = auth_client(me)
+    page1 = client.get("/api/inbox?limit=2").json()
+    assert [c["with"]["account"] for c in page1["results"]] == ["friend4", "friend3"]
+    send(auth_client(friends[0]), "me", "bump")  # friend0 moves to the top meanwhile
+    page2 = client.get(f"/api/inbox?limit=2&cursor={page1['next_cursor']}").json()
+    assert [c["with"]["account"] for c in page2["results"]] == ["friend2", "friend1"]
+    assert page2["next_cursor"] is None  # friend0 moved to the top, not repeated here
+    assert client.get("/api/inbox?cursor=garbage!").json()["error"]["code"] == "invalid"
+    assert client.get("/api/inbox?folder=spam").status_code == 400
+
+
+def test_read_moves_the_cursor_forward_only(alice, bob, auth_client):
+    for i in range(3):
+        send(auth_client(bob), "alice", f"m{i}")
+    client = auth_client(alice)
+    assert (
+        client.post("/api/dm/bob/read", '{"seq": 2}', content_type="application/json").status_code
+        == 204
+    )
+    member = RoomMember.objects.get(user=alice)
+    assert (member.last_read_seq, member.unread_count) == (2, 1)
+    client.post("/api/dm/bob/read", '{"seq": 1}', content_type="application/json")
+    member.refresh_from_db()
+    assert (member.last_read_seq, member.unread_count) == (2, 1)
+    client.post("/api/dm/bob/read", '{"seq": 99}', content_type="application/json")
+    member.refresh_from_db()
+    assert (member.last_read_seq, member.unread_count) == (3, 0)
+    bad = client.post("/api/dm/bob/read", '{"seq": "x"}', content_type="application/json")
+    assert bad.status_code == 400
+
+
+def test_a_third_user_cannot_reach_someone_elses_room(alice, bob, make_user, auth_client):
+    send(auth_client(alice), "bob", "secret")
+    mallory = auth_client(make_user("mallory"))
+    # mallory can only ever address her own pair rooms: nothing of alice+bob leaks
+    assert mallory.get("/api/dm/bob/messages").json()["results"] == []
+    assert mallory.get("/api/inbox").json()["results"] == []
+    mallory.post("/api/dm/bob/read", '{"seq": 1}', content_type="application/json")
+    assert RoomMember.objects.get(user=bob).unread_count == 1
+
+
+@pytest.mark.parametrize("conversations", [10, 1000])
+def test_inbox_query_count_is_constant(
+    make_user, auth_client, django_assert_max_num_queries, conversations
+):
+    from tests.factories import make_conversations
+
+    me = make_user()
+    make_conversations(me, conversations)
+    client = auth_client(me)
+    for limit in (1, 20, 200):
+        with django_assert_max_num_queries(6):
+            body = client.get(f"/api/inbox?limit={limit}").json()
+        assert len(body["results"]) == min(limit, conversations)
+
+
+@pytest.mark.parametrize("messages", [10, 1000])
+def test_history_query_count_is_constant(
+    make_user, auth_client, django_assert_max_num_queries, messages
+):
+    from tests.factories import make_conversations
+
+    me = make_user()
+    room = make_conversations(me, 1, messages_each=messages)[0]
+    other = room.members.exclude(user=me).get().user if room.members.exists() else None
+    partner = other or RoomMember.objects.get(room=room, user=me).other
+    client = auth_client(me)
+    for limit in (1, 50, 200):
+        with django_assert_max_num_queries(7):
+            body = client.get(f"/api/dm/{partner.account}/messages?limit={limit}").json()
+        assert len(body["results"]) == min(limit, messages)
