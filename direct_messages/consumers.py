@@ -53,6 +53,7 @@ class FrameConsumer(AsyncWebsocketConsumer):
         self.base_send = send
         self.groups_wanted = set()
         self.layer_ok = True
+        self.closing = False
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.channel_name = ""
         await self._new_channel()
@@ -87,6 +88,8 @@ class FrameConsumer(AsyncWebsocketConsumer):
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
+                    if self.closing:  # a client library turned our cancellation into an error
+                        raise asyncio.CancelledError() from exc
                     self._layer_failed(exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, LAYER_RETRY_MAX_SECONDS)
@@ -130,6 +133,7 @@ class FrameConsumer(AsyncWebsocketConsumer):
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         """Leave the groups (if the layer lets us) and stop."""
+        self.closing = True
         if self.layer_ok and self.channel_name:
             for group in self.groups_wanted:
                 try:

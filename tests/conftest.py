@@ -39,6 +39,18 @@ def _fresh_rate_limits() -> Iterator[None]:
     yield
 
 
+@pytest.fixture(autouse=True)
+def _fresh_channel_layer() -> Iterator[None]:
+    """Each test gets its own channel layer object: pytest-asyncio gives every test a
+    new event loop, and a Redis layer's connection pools belong to the loop that made
+    them."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends = {}
+    yield
+    channel_layers.backends = {}
+
+
 @pytest.fixture
 def make_user(db: Any) -> Callable[..., Any]:
     from django.contrib.auth import get_user_model
@@ -166,7 +178,7 @@ def private_redis() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def live_server_factory(
+def asgi_server_factory(
     live_database_url: str, tmp_path: Path
 ) -> Iterator[Callable[..., LiveServer]]:
     started: list[LiveServer] = []
@@ -187,6 +199,9 @@ def live_server_factory(
 
 
 @pytest.fixture
-def live_server(live_server_factory: Callable[..., LiveServer]) -> LiveServer:
-    """One daphne process on the embedded defaults (or on Redis when REDIS_URL is set)."""
-    return live_server_factory(os.environ.get("REDIS_URL") or None)
+def asgi_server(asgi_server_factory: Callable[..., LiveServer]) -> LiveServer:
+    """One daphne process on the embedded defaults (or on Redis when REDIS_URL is set).
+
+    Not called ``live_server``: that name belongs to pytest-django's own fixture.
+    """
+    return asgi_server_factory(os.environ.get("REDIS_URL") or None)

@@ -212,6 +212,7 @@ class WsClient:
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
+        self.backlog: list[dict[str, Any]] = []  # frames skipped by recv_type, kept in order
 
     @classmethod
     async def open(cls, url: str, token: str | None = None, **kwargs: Any) -> WsClient:
@@ -225,15 +226,24 @@ class WsClient:
         await self.conn.send(json.dumps(frame))
 
     async def recv(self, timeout: float = 10.0) -> dict[str, Any]:
+        if self.backlog:
+            return self.backlog.pop(0)
         return json.loads(await asyncio.wait_for(self.conn.recv(), timeout))
 
     async def recv_type(self, *types: str, timeout: float = 10.0) -> dict[str, Any]:
-        """The next frame of one of ``types``, skipping others (presence, typing...)."""
+        """The next frame of one of ``types``; other frames stay queued for later calls."""
+        for i, frame in enumerate(self.backlog):
+            if frame["type"] in types:
+                return self.backlog.pop(i)
         deadline = time.monotonic() + timeout
         while True:
-            frame = await self.recv(max(0.01, deadline - time.monotonic()))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no {types} frame within {timeout}s")
+            frame = json.loads(await asyncio.wait_for(self.conn.recv(), remaining))
             if frame["type"] in types:
                 return frame
+            self.backlog.append(frame)
 
     async def send_message(
         self, text: str, client_id: str | None = None, **extra: Any

@@ -1,0 +1,92 @@
+"""Races on the send path, with real threads and real database connections.
+
+On PostgreSQL (CI's second run) the threads truly run in parallel transactions; on
+SQLite they are serialised by IMMEDIATE transactions and the busy timeout.
+"""
+
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from django.db import connection
+
+from direct_messages import services
+from direct_messages.models import DirectMessage, Room, RoomMember
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def run_concurrently(calls):
+    barrier = threading.Barrier(len(calls))
+
+    def run(call):
+        barrier.wait()
+        try:
+            return call()
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return [f.result() for f in [pool.submit(run, c) for c in calls]]
+
+
+@pytest.fixture(autouse=True)
+def _no_rate_limit(settings):
+    settings.DIRECT_MESSAGES = {**settings.DIRECT_MESSAGES, "SEND_RATE_LIMIT": 10_000}
+
+
+def test_concurrent_first_messages_from_both_sides_make_one_room(alice, bob):
+    results = run_concurrently(
+        [
+            lambda: services.message_send(
+                sender=alice, account="bob", client_id=uuid.uuid4(), text="hi bob"
+            ),
+            lambda: services.message_send(
+                sender=bob, account="alice", client_id=uuid.uuid4(), text="hi alice"
+            ),
+            lambda: services.message_send(
+                sender=alice, account="bob", client_id=uuid.uuid4(), text="tab 2"
+            ),
+        ]
+    )
+    assert Room.objects.count() == 1 and RoomMember.objects.count() == 2
+    assert sorted(r.message.seq for r in results) == [1, 2, 3]
+    assert Room.objects.get().last_seq == 3
+
+
+def test_twenty_concurrent_senders_get_gapless_seqs(alice, bob):
+    calls = [
+        (
+            lambda s=sender, a=account, i=i: services.message_send(
+                sender=s, account=a, client_id=uuid.uuid4(), text=f"m{i}"
+            )
+        )
+        for i, (sender, account) in enumerate([(alice, "bob"), (bob, "alice")] * 10)
+    ]
+    results = run_concurrently(calls)
+    seqs = sorted(r.message.seq for r in results)
+    assert seqs == list(range(1, 21))
+    assert list(DirectMessage.objects.order_by("seq").values_list("seq", flat=True)) == seqs
+    room = Room.objects.get()
+    assert room.last_seq == 20 and room.last_message.seq == 20
+    unread = {m.user_id: m.unread_count for m in RoomMember.objects.all()}
+    last = DirectMessage.objects.get(seq=20)
+    # whoever sent last has read everything; the other's unread count matches the tail
+    assert unread[last.sender_id] == 0
+    assert unread[bob.pk if last.sender_id == alice.pk else alice.pk] >= 1
+
+
+def test_concurrent_retries_of_one_client_id_store_one_message(alice, bob):
+    client_id = uuid.uuid4()
+    results = run_concurrently(
+        [
+            lambda: services.message_send(
+                sender=alice, account="bob", client_id=client_id, text="once"
+            )
+        ]
+        * 6
+    )
+    assert len({r.message.pk for r in results}) == 1
+    assert sum(r.created for r in results) == 1
+    assert DirectMessage.objects.count() == 1
