@@ -17,7 +17,7 @@ DEFAULTS: dict[str, Any] = {
     "UNCLAIMED_ATTACHMENT_TTL_SECONDS": 24 * 3600,
     "X_ACCEL_REDIRECT_PREFIX": "",  # e.g. "/protected-media/" behind nginx
     "TYPING_THROTTLE_SECONDS": 1.0,
-    "PRESENCE_TTL_SECONDS": 60,  # a dead process's connections expire after this
+    "PRESENCE_TTL_SECONDS": 60,  # a dead process's sockets stop counting after this
     "REDIS_URL": "",  # rate limits and presence shared across processes when set
 }
 

@@ -21,7 +21,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 
-from direct_messages import selectors, services
+from direct_messages import presence, selectors, services
 from direct_messages.conf import dm_setting
 from direct_messages.errors import ApiError, Forbidden, Invalid, NotFound, TooLarge
 from direct_messages.rooms import inbox_group, pair_room_key, presence_group
@@ -33,7 +33,15 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 LAYER_RETRY_MAX_SECONDS = 2.0
-HEARTBEAT_SECONDS = 20.0
+
+# Last typing broadcast per (room, user) in this process: the throttle holds for all of
+# a user's tabs on one server process.
+_typing_sent_at: dict[tuple[str, int], float] = {}
+
+
+def heartbeat_seconds() -> float:
+    """Often enough that a live socket never lets its presence entry expire."""
+    return float(dm_setting("PRESENCE_TTL_SECONDS")) / 3
 
 
 class FrameConsumer(AsyncWebsocketConsumer):
@@ -115,18 +123,25 @@ class FrameConsumer(AsyncWebsocketConsumer):
             await self._rejoin()
 
     async def _heartbeat(self) -> None:
-        """Refresh group memberships: a restarted Redis has forgotten them."""
+        """Refresh group memberships (a restarted Redis has forgotten them) and presence."""
         while True:
-            await asyncio.sleep(HEARTBEAT_SECONDS)
+            await asyncio.sleep(heartbeat_seconds())
             if self.layer_ok and self.channel_name:
                 await self._rejoin()
-            await self.heartbeat()
+            await presence.store().refresh(self.user.pk, self.presence_id)
 
-    def start_heartbeat(self) -> None:
+    async def start_presence(self) -> None:
+        """Count this socket as the user being online, and keep it counted."""
+        self.presence_id = self.channel_name or f"local-{id(self)}"
         self._heartbeat_task = asyncio.create_task(self._heartbeat())
+        if await presence.store().connect(self.user.pk, self.presence_id):
+            await database_sync_to_async(services.presence_changed)(user=self.user, online=True)
 
-    async def heartbeat(self) -> None:
-        """Called every ``HEARTBEAT_SECONDS`` while the socket is open."""
+    async def stop_presence(self) -> None:
+        if getattr(self, "presence_id", None) is None:
+            return
+        if await presence.store().disconnect(self.user.pk, self.presence_id):
+            await database_sync_to_async(services.presence_changed)(user=self.user, online=False)
 
     async def layer_recovered(self, event: dict[str, Any]) -> None:
         """Called when the channel layer works again after a failure."""
@@ -142,6 +157,7 @@ class FrameConsumer(AsyncWebsocketConsumer):
                     self._layer_failed(exc)
                     break
         await self.disconnect(message.get("code", 1000))
+        await self.stop_presence()
         raise StopConsumer()
 
     # --- frames ------------------------------------------------------------------------
@@ -230,7 +246,6 @@ class DirectMessageConsumer(FrameConsumer):
         state = await database_sync_to_async(selectors.room_state)(self.user, self.other)
         self.room_id: int | None = state["room_id"]
         self.cleared_seq: int = state["cleared_seq"]
-        self.typing_sent_at = 0.0
         self.typing_active = False
         await self.send_json(
             {
@@ -249,7 +264,7 @@ class DirectMessageConsumer(FrameConsumer):
                 await self.replay(int(after))
             except ValueError:
                 await self.send_error(Invalid("after: must be an integer"))
-        self.start_heartbeat()
+        await self.start_presence()
 
     async def replay(self, after: int) -> None:
         """Send every message with seq > ``after`` from the database, then ``sync.done``."""
@@ -305,12 +320,34 @@ class DirectMessageConsumer(FrameConsumer):
             user=self.user, account=self.other.account, seq=frame.seq
         )
 
+    async def frame_message_edit(self, frame: Any) -> None:
+        await database_sync_to_async(services.message_edit)(
+            user=self.user, message_id=frame.id, text=frame.message
+        )
+
+    async def frame_message_unsend(self, frame: Any) -> None:
+        await database_sync_to_async(services.message_unsend)(user=self.user, message_id=frame.id)
+
+    async def frame_reaction_set(self, frame: Any) -> None:
+        await database_sync_to_async(services.reaction_set)(
+            user=self.user, message_id=frame.id, emoji_text=frame.emoji
+        )
+
+    async def frame_reaction_clear(self, frame: Any) -> None:
+        await database_sync_to_async(services.reaction_clear)(user=self.user, message_id=frame.id)
+
     async def frame_typing(self, frame: Any) -> None:
+        """Relay typing to the other side: at most once a second while active."""
         now = time.monotonic()
+        key = (self.room_key, self.user.pk)
         throttle = dm_setting("TYPING_THROTTLE_SECONDS")
-        if frame.active and self.typing_active and now - self.typing_sent_at < throttle:
+        if frame.active and self.typing_active and now - _typing_sent_at.get(key, 0) < throttle:
             return
-        self.typing_sent_at, self.typing_active = now, frame.active
+        if frame.active:
+            _typing_sent_at[key] = now
+        else:
+            _typing_sent_at.pop(key, None)
+        self.typing_active = frame.active
         await self.broadcast_typing(frame.active)
 
     async def broadcast_typing(self, active: bool) -> None:
@@ -343,7 +380,11 @@ class DirectMessageConsumer(FrameConsumer):
             await self.send_json(event)
 
     async def presence(self, event: dict[str, Any]) -> None:
-        await self.send_json(event)
+        if event["account"] != self.user.account:
+            await self.send_json(event)
+
+    async def room_blocked(self, event: dict[str, Any]) -> None:
+        await self.close(code=CLOSE_FORBIDDEN)
 
     async def layer_recovered(self, event: dict[str, Any]) -> None:
         await self.fill_gap(upto=None)
@@ -356,7 +397,7 @@ class InboxConsumer(FrameConsumer):
         if await self.close_unauthenticated():
             return
         await self.join(inbox_group(self.user.pk), presence_group(self.user.pk))
-        self.start_heartbeat()
+        await self.start_presence()
 
     async def inbox_update(self, event: dict[str, Any]) -> None:
         await self.send_json(event)

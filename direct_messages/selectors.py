@@ -8,7 +8,7 @@ import binascii
 import datetime as dt
 from typing import Any
 
-from django.db.models import Prefetch, Q, QuerySet
+from django.db.models import F, Prefetch, Q, QuerySet
 
 from direct_messages.errors import Invalid
 from direct_messages.models import DirectMessage, Reaction, Room, RoomMember
@@ -92,13 +92,11 @@ def messages_after(
 
 def last_message_for(member: RoomMember) -> DirectMessage | None:
     """The last message ``member`` can see (none once everything is cleared)."""
-    if member.room.last_seq <= member.cleared_seq:
+    if member.room.last_seq <= member.cleared_seq or member.room.last_message_id is None:
         return None
-    return (
-        messages_with_related(DirectMessage.objects.filter(room_id=member.room_id))
-        .order_by("-seq")
-        .first()
-    )
+    return messages_with_related(
+        DirectMessage.objects.filter(pk=member.room.last_message_id)
+    ).first()
 
 
 def _encode_cursor(member: RoomMember) -> str:
@@ -143,3 +141,48 @@ def inbox_list(
         for m in members
     ]
     return {"results": results, "next_cursor": _encode_cursor(members[-1]) if has_more else None}
+
+
+def _search_filter(qs: QuerySet[DirectMessage], text: str) -> QuerySet[DirectMessage]:
+    """Full-text search on PostgreSQL (GIN index, migration 0002), a case-insensitive
+    substring match elsewhere."""
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        from django.contrib.postgres.search import SearchQuery, SearchVector
+
+        return qs.annotate(search=SearchVector("message", config="simple")).filter(
+            search=SearchQuery(text, config="simple", search_type="websearch")
+        )
+    return qs.filter(message__icontains=text)
+
+
+def message_search(
+    *, user: Any, text: str, other: Any = None, cursor: str | None = None, limit: int = 50
+) -> dict[str, Any]:
+    """``user``'s messages matching ``text``, newest first; not cleared, not unsent."""
+    limit = clamp_limit(limit, 50)
+    text = text.strip()
+    if not text:
+        raise Invalid("q: must not be empty")
+    # One filter() call: the member join and its cleared_seq refer to the same row.
+    qs = DirectMessage.objects.filter(
+        room__members__user=user,
+        seq__gt=F("room__members__cleared_seq"),
+        unsent_at__isnull=True,
+    )
+    if other is not None:
+        qs = qs.filter(room__key=pair_room_key(user.pk, other.pk))
+    if cursor:
+        try:
+            qs = qs.filter(pk__lt=int(cursor))
+        except ValueError as exc:
+            raise Invalid("cursor: not a cursor from this API") from exc
+    found = _search_filter(qs, text).select_related("room").order_by("-pk")
+    rows = list(messages_with_related(found)[: limit + 1])
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "results": [message_out(m, m.room.key) for m in rows],
+        "next_cursor": str(rows[-1].pk) if has_more else None,
+    }

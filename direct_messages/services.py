@@ -284,3 +284,255 @@ def room_mark_read(*, user: Any, account: str, seq: int) -> int:
         last = selectors.last_message_for(member)
         broadcast_on_commit([(room.key, _seen_event(user, seq, now)), _inbox_event(member, last)])
         return seq
+
+
+# --- Changing messages: edit, unsend, reactions ------------------------------------------
+
+
+def _message_for_update(user: Any, message_id: int) -> DirectMessage:
+    """Lock ``message_id`` and its room, if ``user`` is a participant; else NotFound.
+
+    Must run inside a transaction. The room is locked first, as in every write.
+    """
+    found = (
+        DirectMessage.objects.filter(pk=message_id, room__members__user=user)
+        .values_list("room_id", flat=True)
+        .first()
+    )
+    if found is None:
+        raise NotFound("no such message", ref=message_id)
+    Room.objects.select_for_update().get(pk=found)
+    return DirectMessage.objects.select_related("room").get(pk=message_id)
+
+
+def _message_updated(message: DirectMessage) -> list[Event]:
+    fresh = selectors.messages_with_related(DirectMessage.objects.filter(pk=message.pk)).get()
+    payload = message_out(fresh, message.room.key)
+    return [(message.room.key, {"type": "message.updated", "message": payload})]
+
+
+def _inbox_events_for_room(room: Room) -> list[Event]:
+    members = RoomMember.objects.filter(room=room).select_related("other")
+    events = []
+    for member in members:
+        member.room = room
+        events.append(_inbox_event(member, selectors.last_message_for(member)))
+    return events
+
+
+@transaction.atomic
+def message_edit(*, user: Any, message_id: int, text: str) -> dict[str, Any]:
+    """Change the text of ``user``'s own message within the edit window."""
+    check_message_text(text)
+    if not text.strip():
+        raise Invalid("message: cannot be empty; unsend the message instead", ref=message_id)
+    message = _message_for_update(user, message_id)
+    if message.sender_id != user.pk:
+        raise Forbidden("you can only edit your own messages", ref=message_id)
+    if message.unsent_at is not None:
+        raise Forbidden("an unsent message cannot be edited", ref=message_id)
+    if not message.message:
+        raise Forbidden("only text messages can be edited", ref=message_id)
+    window = dm_setting("EDIT_WINDOW_SECONDS")
+    if timezone.now() - message.created_at > dt.timedelta(seconds=window):
+        raise Forbidden(f"messages can be edited for {window // 60} minutes", ref=message_id)
+    message.message, message.edited_at = text, timezone.now()
+    message.save(update_fields=["message", "edited_at"])
+    events = _message_updated(message)
+    if message.room.last_message_id == message.pk:
+        events += _inbox_events_for_room(message.room)
+    broadcast_on_commit(events)
+    return events[0][1]["message"]
+
+
+@transaction.atomic
+def message_unsend(*, user: Any, message_id: int) -> dict[str, Any]:
+    """Remove ``user``'s own message for both sides, keeping a tombstone.
+
+    Text, reactions and attachment rows go at once; the files are deleted from storage
+    after commit (a rolled-back unsend must not lose them).
+    """
+    from direct_messages.attachments import attachment_files_delete
+
+    message = _message_for_update(user, message_id)
+    if message.sender_id != user.pk:
+        raise Forbidden("you can only unsend your own messages", ref=message_id)
+    room = Room.objects.get(pk=message.room_id)
+    if message.unsent_at is None:
+        attachments = list(message.attachments.all())
+        message.attachments.all().delete()
+        message.reactions.all().delete()
+        message.message, message.unsent_at = "", timezone.now()
+        message.save(update_fields=["message", "unsent_at"])
+        transaction.on_commit(lambda: attachment_files_delete(attachments))
+        # The other side's unread count no longer includes it...
+        for member in RoomMember.objects.filter(room=room).exclude(user=user):
+            if message.seq > member.last_read_seq and member.unread_count > 0:
+                member.unread_count -= 1
+                member.save(update_fields=["unread_count"])
+        # ...and the inbox shows the latest message still there.
+        if room.last_message_id == message.pk:
+            previous = (
+                DirectMessage.objects.filter(room=room, unsent_at__isnull=True)
+                .order_by("-seq")
+                .first()
+            )
+            if previous is not None:
+                room.last_message = previous
+                room.save(update_fields=["last_message"])
+    message.room = room
+    events = _message_updated(message) + _inbox_events_for_room(room)
+    broadcast_on_commit(events)
+    return events[0][1]["message"]
+
+
+def _check_emoji(emoji_text: str, message_id: int) -> None:
+    import emoji
+
+    if not emoji.is_emoji(emoji_text):
+        raise Invalid("emoji: must be exactly one emoji", ref=message_id)
+
+
+@transaction.atomic
+def reaction_set(*, user: Any, message_id: int, emoji_text: str) -> dict[str, Any]:
+    """Set ``user``'s one reaction on a message of their conversation."""
+    from direct_messages.models import Reaction
+
+    _check_emoji(emoji_text, message_id)
+    message = _message_for_update(user, message_id)
+    if message.unsent_at is not None:
+        raise Invalid("cannot react to an unsent message", ref=message_id)
+    if is_blocked(message.room.user_lo_id, message.room.user_hi_id):
+        raise Forbidden("this conversation is blocked", ref=message_id)
+    Reaction.objects.update_or_create(
+        message=message, user=user, defaults={"emoji": emoji_text, "created_at": timezone.now()}
+    )
+    events = _message_updated(message)
+    broadcast_on_commit(events)
+    return events[0][1]["message"]
+
+
+@transaction.atomic
+def reaction_clear(*, user: Any, message_id: int) -> dict[str, Any]:
+    from direct_messages.models import Reaction
+
+    message = _message_for_update(user, message_id)
+    Reaction.objects.filter(message=message, user=user).delete()
+    events = _message_updated(message)
+    broadcast_on_commit(events)
+    return events[0][1]["message"]
+
+
+# --- Conversation settings: accept, mute, clear ---------------------------------------
+
+
+def _member_for_update(user: Any, account: str) -> RoomMember:
+    """Lock ``user``'s side of the conversation with ``account``; NotFound if none."""
+    other = peer_resolve(user, account, allow_blocked=True)
+    room = selectors.room_for(user, other)
+    if room is None:
+        raise NotFound("no conversation with this account yet")
+    room = Room.objects.select_for_update().get(pk=room.pk)
+    member = RoomMember.objects.select_related("other").get(room=room, user=user)
+    member.room = room
+    return member
+
+
+@transaction.atomic
+def conversation_accept(*, user: Any, account: str) -> None:
+    """A message request becomes a normal conversation."""
+    member = _member_for_update(user, account)
+    if member.is_request:
+        member.is_request = False
+        member.save(update_fields=["is_request"])
+        broadcast_on_commit([_inbox_event(member, selectors.last_message_for(member))])
+
+
+@transaction.atomic
+def conversation_mute(*, user: Any, account: str, muted: bool) -> None:
+    member = _member_for_update(user, account)
+    if member.muted != muted:
+        member.muted = muted
+        member.save(update_fields=["muted"])
+        broadcast_on_commit([_inbox_event(member, selectors.last_message_for(member))])
+
+
+@transaction.atomic
+def conversation_clear(*, user: Any, account: str) -> None:
+    """Delete the conversation for ``user`` only: everything up to now disappears from
+    their history, inbox and search; the other side keeps it."""
+    member = _member_for_update(user, account)
+    member.cleared_seq = member.last_read_seq = member.room.last_seq
+    member.unread_count, member.visible = 0, False
+    member.save(update_fields=["cleared_seq", "last_read_seq", "unread_count", "visible"])
+
+
+# --- Blocking --------------------------------------------------------------------------
+
+
+def user_block(*, user: Any, account: str) -> None:
+    """Block ``account``: their sends are refused and open sockets of the pair close."""
+    other = user_by_account(account)
+    if other.pk == user.pk:
+        raise Forbidden("you cannot block yourself")
+    with transaction.atomic():
+        _, created = Block.objects.get_or_create(blocker=user, blocked=other)
+        if created:
+            broadcast_on_commit([(pair_room_key(user.pk, other.pk), {"type": "room.blocked"})])
+
+
+def user_unblock(*, user: Any, account: str) -> None:
+    other = user_by_account(account)
+    Block.objects.filter(blocker=user, blocked=other).delete()
+
+
+# --- Presence ------------------------------------------------------------------------------
+
+PRESENCE_FANOUT_MAX = 200  # most recent conversations told about a presence change
+
+
+def _presence_frame(user: Any, online: bool) -> dict[str, Any]:
+    return {
+        "type": "presence",
+        "account": user.account,
+        "online": online,
+        "last_active_at": isotime(user.last_active_at),
+    }
+
+
+def presence_changed(*, user: Any, online: bool) -> None:
+    """Record ``user``'s activity and tell their conversation partners who are connected.
+
+    Partners who blocked ``user`` or whom ``user`` blocked are not told.
+    """
+    user.last_active_at = timezone.now()
+    get_user_model().objects.filter(pk=user.pk).update(last_active_at=user.last_active_at)
+    blocks = Block.objects.filter(Q(blocker=user) | Q(blocked=user))
+    hidden = {uid for pair in blocks.values_list("blocker_id", "blocked_id") for uid in pair}
+    hidden.discard(user.pk)
+    partners = (
+        RoomMember.objects.filter(user=user)
+        .exclude(other_id__in=hidden)
+        .order_by("-last_activity_at")
+        .values_list("room__key", "other_id")[:PRESENCE_FANOUT_MAX]
+    )
+    frame = _presence_frame(user, online)
+    events: list[Event] = []
+    for room_key, other_id in partners:
+        events += [(room_key, frame), (inbox_group(other_id), frame)]
+    broadcast_on_commit(events)
+
+
+def presence_get(*, viewer: Any, account: str) -> dict[str, Any]:
+    """``{"online", "last_active_at"}`` of someone ``viewer`` shares a conversation with."""
+    from direct_messages import presence
+
+    other = peer_resolve(viewer, account, allow_blocked=True)
+    if selectors.room_for(viewer, other) is None:
+        raise NotFound(f"no account {other.account!r}")
+    if is_blocked(viewer.pk, other.pk):
+        return {"online": False, "last_active_at": None}
+    return {
+        "online": presence.store().online(other.pk),
+        "last_active_at": isotime(other.last_active_at),
+    }

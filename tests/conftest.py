@@ -26,14 +26,16 @@ PASSWORD = "correct-horse-battery"
 
 @pytest.fixture(autouse=True)
 def _fresh_rate_limits() -> Iterator[None]:
-    from direct_messages import ratelimit
+    from direct_messages import presence, ratelimit
 
     ratelimit.memory_window.clear()
+    if isinstance(presence.store(), presence.MemoryPresence):
+        presence.store().clear()  # type: ignore[union-attr]
     if os.environ.get("REDIS_URL"):
         import redis
 
         client = redis.Redis.from_url(os.environ["REDIS_URL"])
-        keys = list(client.scan_iter("dm:*"))
+        keys = list(client.scan_iter("dm:sendrate:*"))
         if keys:
             client.delete(*keys)
     yield

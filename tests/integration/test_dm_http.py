@@ -213,3 +213,18 @@ def test_history_query_count_is_constant(
         with django_assert_max_num_queries(7):
             body = client.get(f"/api/dm/{partner.account}/messages?limit={limit}").json()
         assert len(body["results"]) == min(limit, messages)
+
+
+def test_sends_over_the_rate_limit_are_refused_with_retry_after(alice, bob, auth_client, settings):
+    settings.DIRECT_MESSAGES = {**settings.DIRECT_MESSAGES, "SEND_RATE_LIMIT": 5}
+    client = auth_client(alice)
+    retried = str(uuid.uuid4())
+    assert send(client, "bob", "first", retried).status_code == 201
+    for i in range(4):
+        assert send(client, "bob", f"m{i}").status_code == 201
+    refused = send(client, "bob", "one too many")
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(refused["Retry-After"]) <= 10
+    # retries of stored messages are answered (and do not count)
+    assert send(client, "bob", "first", retried).status_code == 200
+    assert DirectMessage.objects.count() == 5
