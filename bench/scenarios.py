@@ -1,0 +1,456 @@
+"""The benchmark scenarios: each starts what it needs on a :class:`~bench.procs.Stack`.
+
+``embedded``  one daphne + SQLite + in-memory layer, against the floor in one process
+``scaled``    two servers behind nginx + PostgreSQL + Redis, per server and channel
+              layer, against the floor in two processes on the same nginx and Redis
+``reads``     inbox and history pages at scale, SQLite and PostgreSQL
+``idle``      5,000 idle authenticated sockets on one process, against the floor
+``profile``   py-spy on one server process of the scaled configuration under load
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import loadgen, procs
+from bench.procs import PY, Server, Stack
+
+
+def say(*args: Any) -> None:
+    print("bench:", *args, file=sys.stderr, flush=True)
+
+
+def arun(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run the client side on uvloop when it is there: less CPU taken from the servers."""
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:
+        return asyncio.run(coro)
+
+
+@dataclass
+class Options:
+    quick: bool = False
+    seconds: float = 6.0
+    warmup: float = 1.5
+    drain: float = 5.0
+    pairs: int = 50
+    signup: str = "bulk"
+    fixed_rate: float = 500.0
+    sweep_start: float = 25.0
+    sweep_factor: float = 2.0
+    sweep_steps: int = 10
+    sweep_max: float = 4000.0
+    p99_ms: float = 50.0
+    servers: list[str] = field(default_factory=lambda: ["daphne", "uvicorn"])
+    layers: list[str] = field(default_factory=lambda: ["redis", "pubsub"])
+    idle_count: int = 5000
+    idle_window: float = 20.0
+    idle_servers: list[str] = field(default_factory=lambda: ["daphne"])
+    profile_rate: float = 150.0
+    profile_seconds: float = 20.0
+    profile_dir: Path | None = None
+    profile_native: bool = False
+
+    @classmethod
+    def quick_mode(cls) -> Options:
+        return cls(
+            quick=True,
+            seconds=3.0,
+            warmup=0.5,
+            drain=3.0,
+            pairs=4,
+            signup="api",
+            sweep_start=50.0,
+            sweep_steps=4,
+            servers=["daphne"],
+            layers=["redis"],
+            idle_count=500,
+            idle_window=5.0,
+            idle_servers=["daphne"],
+            profile_seconds=8.0,
+        )
+
+
+# --- load runs and sweeps -------------------------------------------------------------
+
+
+def make_pairs(stack: Stack, env: dict[str, str], base: str, opts: Options) -> list[Any]:
+    """``opts.pairs`` sender/recipient pairs of new accounts.
+
+    ``api``: ``POST /api/auth/signup`` for each (PBKDF2 makes that ~0.4 s of server CPU
+    per account). ``bulk``: one bulk insert through the product's models, tokens from
+    its own ``token_issue`` (what a run with 50+ pairs uses).
+    """
+    n = 2 * opts.pairs
+    if opts.signup == "api":
+        users = loadgen.signup_users(base, n)
+    else:
+        cmd = [PY, "-m", "bench.djworker", "users", str(n), "--prefix", "load"]
+        users = json.loads(stack.run(cmd, env=env))
+    return list(zip(users[::2], users[1::2], strict=True))
+
+
+def load_once(
+    target: loadgen.Target,
+    pairs: list[Any],
+    rate: float,
+    opts: Options,
+    redis: procs.Redis | None = None,
+    quiet_pids: list[int] | None = None,
+) -> dict[str, Any]:
+    stats: dict[str, Any] = {}
+    load_average = os.getloadavg()[0]
+
+    async def ready() -> None:
+        if redis:
+            stats["before"] = await asyncio.to_thread(redis.commandstats)
+
+    async def done() -> None:
+        if redis:
+            stats["after"] = await asyncio.to_thread(redis.commandstats)
+
+    result = arun(
+        loadgen.run_load(
+            target, pairs, rate, opts.seconds, opts.warmup, opts.drain, on_ready=ready, on_done=done
+        )
+    )
+    if redis and "after" in stats:
+        delta = {
+            k: v - stats["before"].get(k, 0)
+            for k, v in stats["after"].items()
+            if v - stats["before"].get(k, 0) > 0
+        }
+        # Warm-up messages hit Redis too; divide by everything that was delivered.
+        delivered_all = result["delivered"] + int(rate * opts.warmup)
+        result["redis_commands"] = dict(sorted(delta.items(), key=lambda kv: -kv[1]))
+        result["redis_commands_per_message"] = round(sum(delta.values()) / max(delivered_all, 1), 2)
+    result["sustainable"] = loadgen.sustainable(result, opts.p99_ms)
+    result["load_average_1min"] = round(load_average, 2)
+    if quiet_pids:
+        result["settle_seconds"] = round(procs.wait_quiet(quiet_pids), 1)
+    d = result["delivery_ms"]
+    say(
+        f"  R={rate:>6.0f}/s sent={result['sent']} lost={result['lost']} dup={result['duplicated']}"
+        f" ooo={result['out_of_order']} p50={_ms(d['p50'])} p99={_ms(d['p99'])} max={_ms(d['max'])}"
+        f" loadgen={result['loadgen_cpu_percent']}% {'OK' if result['sustainable'] else 'FAIL'}"
+    )
+    return result
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}ms"
+
+
+def sweep(run: Callable[[float], dict[str, Any]], opts: Options) -> dict[str, Any]:
+    """Raise the rate geometrically until a step fails, then bisect; bounded in steps."""
+    steps: list[dict[str, Any]] = []
+    best: float | None = None
+    failed: float | None = None
+    rate = opts.sweep_start
+    for _ in range(opts.sweep_steps):
+        result = run(rate)
+        steps.append(result)
+        if result["sustainable"]:
+            best = rate
+            if failed is None:
+                if rate >= opts.sweep_max:
+                    break
+                rate = min(opts.sweep_max, rate * opts.sweep_factor)
+                continue
+        else:
+            failed = rate if failed is None else min(failed, rate)
+        if best is None:
+            rate = rate / opts.sweep_factor
+            if rate < 5:
+                break
+            continue
+        assert failed is not None
+        if failed / best < 1.12:
+            break
+        rate = round((best + failed) / 2)
+    return {"sustainable_rate": best, "first_failed_rate": failed, "steps": steps}
+
+
+# --- embedded -------------------------------------------------------------------------
+
+
+def embedded(stack: Stack, opts: Options) -> dict[str, Any]:
+    """One daphne, SQLite, in-memory layer; then the floor in one process, same DB."""
+    db = stack.sqlite_database("embedded")
+    env = procs.server_env(db)
+    procs.migrate(stack, env)
+    out: dict[str, Any] = {"database": "sqlite", "layer": "memory"}
+    server = procs.start_server(stack, "daphne", env)
+    with procs.running(stack, [server]):
+        say(f"embedded: daphne on :{server.port}, {opts.pairs} pairs ({opts.signup} signup)")
+        pairs = make_pairs(stack, env, server.http, opts)
+        target = loadgen.Target(server.ws + "/ws/dm/{account}/")
+        out["sweep"] = sweep(
+            lambda r: load_once(target, pairs, r, opts, quiet_pids=[server.proc.pid]), opts
+        )
+    floor = procs.start_floor(stack, db, fanout="memory")
+    with procs.running(stack, [floor]):
+        say(f"embedded floor: bare relay (memory fan-out, SQLite) on :{floor.port}")
+        target = loadgen.Target(floor.ws + "/ws/dm/{account}/")
+        out["floor_sweep"] = sweep(
+            lambda r: load_once(target, pairs, r, opts, quiet_pids=[floor.proc.pid]), opts
+        )
+    return out
+
+
+# --- scaled ---------------------------------------------------------------------------
+
+
+@dataclass
+class Scaled:
+    """PostgreSQL, Redis and nginx, shared by every scaled configuration of a run."""
+
+    stack: Stack
+    db: str
+    redis: procs.Redis
+    ports: list[int]
+    lb_port: int
+    pairs: list[Any] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, stack: Stack) -> Scaled:
+        db = stack.postgres_database()
+        redis = stack.redis()
+        ports = [procs.free_port(), procs.free_port()]
+        lb_port = procs.free_port()
+        procs.migrate(stack, procs.server_env(db, redis.url))
+        stack.nginx(lb_port, ports)
+        return cls(stack, db, redis, ports, lb_port)
+
+    @property
+    def lb(self) -> str:
+        return f"127.0.0.1:{self.lb_port}"
+
+    def target(self) -> loadgen.Target:
+        # Through nginx; the node hint puts each pair's two sockets on different processes.
+        return loadgen.Target(f"ws://{self.lb}/ws/dm/{{account}}/?node={{node}}", ("a", "b"))
+
+    def start_servers(self, kind: str, layer: str) -> list[Server]:
+        env = procs.server_env(self.db, self.redis.url, CHANNEL_LAYER=layer)
+        servers = []
+        for port in self.ports:
+            servers.append(procs.start_server(self.stack, kind, env, port))
+        return servers
+
+    def ensure_pairs(self, opts: Options) -> list[Any]:
+        if not self.pairs:
+            env = procs.server_env(self.db, self.redis.url)
+            self.pairs = make_pairs(self.stack, env, f"http://{self.lb}", opts)
+        return self.pairs
+
+
+def scaled(stack: Stack, opts: Options) -> dict[str, Any]:
+    sc = Scaled.start(stack)
+    out: dict[str, Any] = {"database": "postgresql", "configs": {}}
+    for kind in opts.servers:
+        for layer in opts.layers:
+            name = f"{kind}+{layer}"
+            servers = sc.start_servers(kind, layer)
+            with procs.running(stack, servers):
+                say(f"scaled {name}: :{sc.ports[0]} and :{sc.ports[1]} behind nginx :{sc.lb_port}")
+                pairs = sc.ensure_pairs(opts)
+                pids = [s.proc.pid for s in servers]
+                result = {"server": kind, "layer": layer}
+                result["sweep"] = sweep(
+                    lambda r, p=pids, q=pairs: load_once(sc.target(), q, r, opts, sc.redis, p), opts
+                )
+                # Last: an overloaded server would still be working off this run's
+                # backlog during the next one.
+                procs.wait_quiet(pids)
+                result["fixed"] = load_once(sc.target(), pairs, opts.fixed_rate, opts, sc.redis)
+                out["configs"][name] = result
+    floors = [
+        procs.start_floor(stack, sc.db, "redis", sc.redis.url, port=port) for port in sc.ports
+    ]
+    with procs.running(stack, floors):
+        say(f"scaled floor: two bare relays (Redis pub/sub, PostgreSQL) behind nginx :{sc.lb_port}")
+        pairs = sc.ensure_pairs(opts)
+        pids = [f.proc.pid for f in floors]
+        out["floor_sweep"] = sweep(
+            lambda r: load_once(sc.target(), pairs, r, opts, sc.redis, pids), opts
+        )
+        procs.wait_quiet(pids)
+        out["floor_fixed"] = load_once(sc.target(), pairs, opts.fixed_rate, opts, sc.redis)
+    return out
+
+
+# --- reads ----------------------------------------------------------------------------
+
+
+def reads(stack: Stack, opts: Options) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for vendor in ("sqlite", "postgresql"):
+        db = stack.sqlite_database("reads") if vendor == "sqlite" else stack.postgres_database()
+        env = procs.server_env(db, LOG_LEVEL="ERROR")
+        procs.migrate(stack, env)
+        say(f"reads: building the data set on {vendor}")
+        cmd = [PY, "-m", "bench.djworker", "reads"] + (["--quick"] if opts.quick else [])
+        out[vendor] = json.loads(stack.run(cmd, env=env, timeout=1200))
+        if vendor == "sqlite":
+            with contextlib.suppress(OSError):
+                os.remove(db.removeprefix("sqlite:///"))
+        for case, r in out[vendor]["cases"].items():
+            say(f"  {vendor:10} {case:24} {r['median_ms']:>8.2f} ms  {r['queries']} queries")
+    return out
+
+
+# --- idle sockets ---------------------------------------------------------------------
+
+
+async def _open_many(url: str, users: list[dict[str, Any]], concurrency: int = 64) -> Any:
+    """One socket per user to its partner (users 2i and 2i+1); the open ones, failures."""
+    sem = asyncio.Semaphore(concurrency)
+    conns: list[Any] = []
+    failures: dict[str, int] = {}
+
+    async def one(user: dict[str, Any], partner: dict[str, Any]) -> None:
+        async with sem:
+            try:
+                conn = await loadgen.open_socket(
+                    url.format(account=partner["account"]), user["token"]
+                )
+                conns.append(conn)
+            except Exception as exc:
+                key = type(exc).__name__
+                failures[key] = failures.get(key, 0) + 1
+
+    jobs = []
+    for a, b in zip(users[::2], users[1::2], strict=True):
+        jobs += [one(a, b), one(b, a)]
+    await asyncio.gather(*jobs)
+    return conns, failures
+
+
+async def _idle_measure(
+    server: Server, users: list[dict[str, Any]], opts: Options
+) -> dict[str, Any]:
+    url = server.ws + "/ws/dm/{account}/"
+    warm, _ = await _open_many(url, users[:20])
+    for conn in warm:
+        await conn.close()
+    await asyncio.sleep(1.0)
+    pid = server.proc.pid
+    rss0 = procs.rss_bytes(pid)
+    t0 = time.perf_counter()
+    conns, failures = await _open_many(url, users)
+    connect_seconds = time.perf_counter() - t0
+    try:
+        await asyncio.sleep(3.0)
+        cpu0, w0 = procs.cpu_seconds(pid), time.perf_counter()
+        await asyncio.sleep(opts.idle_window)
+        cpu1, w1 = procs.cpu_seconds(pid), time.perf_counter()
+        rss1 = procs.rss_bytes(pid)
+    finally:
+        await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
+    n = len(conns)
+    return {
+        "server": server.kind,
+        "connections": n,
+        "failures": failures,
+        "connect_seconds": round(connect_seconds, 1),
+        "connects_per_second": round(n / max(connect_seconds, 1e-9), 1),
+        "rss_before_mb": round(rss0 / 2**20, 1),
+        "rss_after_mb": round(rss1 / 2**20, 1),
+        "rss_per_connection_kb": round((rss1 - rss0) / max(n, 1) / 1024, 1),
+        "idle_cpu_percent": round(100 * (cpu1 - cpu0) / (w1 - w0), 2),
+        "idle_window_seconds": opts.idle_window,
+    }
+
+
+def idle(stack: Stack, opts: Options) -> dict[str, Any]:
+    """N idle authenticated /ws/dm/ sockets on one process: RSS and CPU, vs the floor."""
+    db = stack.sqlite_database("idle")
+    env = procs.server_env(db)
+    procs.migrate(stack, env)
+    users = json.loads(
+        stack.run([PY, "-m", "bench.djworker", "users", str(opts.idle_count)], env=env)
+    )
+    out: dict[str, Any] = {"count": opts.idle_count, "database": "sqlite", "layer": "memory"}
+    for kind in [*opts.idle_servers, "floor"]:
+        if kind == "floor":
+            server = procs.start_floor(stack, db, fanout="memory")
+        else:
+            server = procs.start_server(stack, kind, env)
+        with procs.running(stack, [server]):
+            say(f"idle: {opts.idle_count} sockets on {kind} :{server.port}")
+            result = arun(_idle_measure(server, users, opts))
+            say(
+                f"  {kind}: {result['connections']} open, {result['rss_per_connection_kb']} KiB/conn,"
+                f" idle CPU {result['idle_cpu_percent']}%, failures {result['failures']}"
+            )
+            out[kind] = result
+    return out
+
+
+# --- profile --------------------------------------------------------------------------
+
+
+def _py_spy() -> str:
+    found = shutil.which("py-spy") or str(Path(PY).parent / "py-spy")
+    if not os.path.exists(found):
+        raise RuntimeError("py-spy is not installed: .venv/bin/pip install py-spy")
+    return found
+
+
+def profile(stack: Stack, opts: Options) -> dict[str, Any]:
+    """py-spy on the sending process (a) of scaled daphne+redis under a steady load."""
+    from bench import flame
+
+    sc = Scaled.start(stack)
+    out: dict[str, Any] = {}
+    outdir = opts.profile_dir or stack.tmp
+    outdir.mkdir(parents=True, exist_ok=True)
+    for kind in opts.servers:
+        layer = opts.layers[0]
+        servers = sc.start_servers(kind, layer)
+        with procs.running(stack, servers):
+            pairs = sc.ensure_pairs(opts)
+            raw = outdir / f"profile-{kind}-{layer}.txt"
+            sample_rate = 100 if opts.profile_native else 250
+            spy = subprocess.Popen(
+                [_py_spy(), "record", "--pid", str(servers[0].proc.pid), "--duration"]
+                + [str(int(opts.profile_seconds)), "--rate", str(sample_rate), "--format", "raw"]
+                + ["--threads", "--idle", "--output", str(raw)]
+                # Native stacks show GIL waits (take_gil) but need a pausing sampler.
+                + (["--native"] if opts.profile_native else ["--nonblocking"]),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                time.sleep(1.0)
+                run_opts = Options(**{**opts.__dict__, "seconds": opts.profile_seconds})
+                say(f"profile {kind}+{layer}: {opts.profile_rate}/s under py-spy")
+                load = load_once(sc.target(), pairs, opts.profile_rate, run_opts, sc.redis)
+                spy.wait(timeout=opts.profile_seconds + 30)
+            finally:
+                if spy.poll() is None:
+                    spy.kill()
+                    spy.wait(5)
+            # Process a sends for half of the pairs and delivers for the other half.
+            handled = (load["sent"] + int(opts.profile_rate * opts.warmup)) / 2
+            summary = (
+                flame.summarize(raw, sample_rate, handled)
+                if raw.exists()
+                else {"error": "py-spy wrote nothing"}
+            )
+            out[f"{kind}+{layer}"] = {"load": load, "profile": summary, "raw": str(raw)}
+    return out
