@@ -24,6 +24,7 @@ from channels.utils import await_many_dispatch
 from direct_messages import presence, selectors, services
 from direct_messages.conf import dm_setting
 from direct_messages.errors import ApiError, Forbidden, Invalid, NotFound, TooLarge
+from direct_messages.realtime import collecting_events, publish
 from direct_messages.rooms import inbox_group, pair_room_key, presence_group
 from direct_messages.schemas import frame_ref, parse_frame, user_out
 
@@ -135,13 +136,13 @@ class FrameConsumer(AsyncWebsocketConsumer):
         self.presence_id = self.channel_name or f"local-{id(self)}"
         self._heartbeat_task = asyncio.create_task(self._heartbeat())
         if await presence.store().connect(self.user.pk, self.presence_id):
-            await database_sync_to_async(services.presence_changed)(user=self.user, online=True)
+            await self.call(services.presence_changed, user=self.user, online=True)
 
     async def stop_presence(self) -> None:
         if getattr(self, "presence_id", None) is None:
             return
         if await presence.store().disconnect(self.user.pk, self.presence_id):
-            await database_sync_to_async(services.presence_changed)(user=self.user, online=False)
+            await self.call(services.presence_changed, user=self.user, online=False)
 
     async def layer_recovered(self, event: dict[str, Any]) -> None:
         """Called when the channel layer works again after a failure."""
@@ -193,6 +194,12 @@ class FrameConsumer(AsyncWebsocketConsumer):
             err = ApiError("internal error; the frame was not applied")
             err.code = "internal"  # type: ignore[misc]
             await self.send_error(err, ref)
+
+    async def call(self, service: Any, **kwargs: Any) -> Any:
+        """Run a service in a worker thread, then publish what it committed."""
+        result, events = await database_sync_to_async(collecting_events)(service, **kwargs)
+        await publish(events)
+        return result
 
     async def dispatch_frame(self, frame: Any) -> None:
         handler = getattr(self, "frame_" + frame.type.replace(".", "_"), None)
@@ -305,7 +312,9 @@ class DirectMessageConsumer(FrameConsumer):
     # --- client frames -------------------------------------------------------------------
 
     async def frame_message_send(self, frame: Any) -> None:
-        result = await database_sync_to_async(services.message_send)(
+        """Store, ack (only this socket, only after commit), then broadcast."""
+        result, events = await database_sync_to_async(collecting_events)(
+            services.message_send,
             sender=self.user,
             account=self.other.account,
             client_id=frame.client_id,
@@ -314,27 +323,28 @@ class DirectMessageConsumer(FrameConsumer):
             reply_to=frame.reply_to,
         )
         await self.send_json(result.ack())
+        await publish(events)
 
     async def frame_read(self, frame: Any) -> None:
-        await database_sync_to_async(services.room_mark_read)(
-            user=self.user, account=self.other.account, seq=frame.seq
+        await self.call(
+            services.room_mark_read, user=self.user, account=self.other.account, seq=frame.seq
         )
 
     async def frame_message_edit(self, frame: Any) -> None:
-        await database_sync_to_async(services.message_edit)(
-            user=self.user, message_id=frame.id, text=frame.message
+        await self.call(
+            services.message_edit, user=self.user, message_id=frame.id, text=frame.message
         )
 
     async def frame_message_unsend(self, frame: Any) -> None:
-        await database_sync_to_async(services.message_unsend)(user=self.user, message_id=frame.id)
+        await self.call(services.message_unsend, user=self.user, message_id=frame.id)
 
     async def frame_reaction_set(self, frame: Any) -> None:
-        await database_sync_to_async(services.reaction_set)(
-            user=self.user, message_id=frame.id, emoji_text=frame.emoji
+        await self.call(
+            services.reaction_set, user=self.user, message_id=frame.id, emoji_text=frame.emoji
         )
 
     async def frame_reaction_clear(self, frame: Any) -> None:
-        await database_sync_to_async(services.reaction_clear)(user=self.user, message_id=frame.id)
+        await self.call(services.reaction_clear, user=self.user, message_id=frame.id)
 
     async def frame_typing(self, frame: Any) -> None:
         """Relay typing to the other side: at most once a second while active."""
@@ -351,8 +361,6 @@ class DirectMessageConsumer(FrameConsumer):
         await self.broadcast_typing(frame.active)
 
     async def broadcast_typing(self, active: bool) -> None:
-        from direct_messages.realtime import publish
-
         event = {"type": "typing", "account": self.user.account, "active": active}
         await publish([(self.room_key, event)])
 

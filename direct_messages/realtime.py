@@ -8,10 +8,11 @@ because the message is already committed and every client recovers it with
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -20,6 +21,13 @@ from django.db import transaction
 logger = logging.getLogger(__name__)
 
 Event = tuple[str, dict[str, Any]]  # (group, event)
+T = TypeVar("T")
+
+# Set while a consumer runs a service: committed events are handed back to the consumer,
+# which publishes them on its own event loop instead of hopping back from the thread.
+_collected: contextvars.ContextVar[list[Event] | None] = contextvars.ContextVar(
+    "dm_collected_events", default=None
+)
 
 
 class _LayerHealth:
@@ -61,5 +69,24 @@ async def publish(events: Iterable[Event]) -> None:
 
 def broadcast_on_commit(events: list[Event]) -> None:
     """Publish ``events`` once the current transaction commits (at once outside one)."""
-    if events:
+    if not events:
+        return
+    collected = _collected.get()
+    if collected is not None:
+        transaction.on_commit(lambda: collected.extend(events))
+    else:
         transaction.on_commit(lambda: async_to_sync(publish)(events))
+
+
+def collecting_events(func: Callable[..., T], /, **kwargs: Any) -> tuple[T, list[Event]]:
+    """Run ``func(**kwargs)`` and return its result with the events it committed.
+
+    For async callers (consumers) that run a service in a worker thread: they publish
+    the events themselves afterwards, saving a second thread hop per call.
+    """
+    events: list[Event] = []
+    token = _collected.set(events)
+    try:
+        return func(**kwargs), events
+    finally:
+        _collected.reset(token)
