@@ -1,5 +1,13 @@
 """Login, signup and logout pages for the web client (``/accounts/...``)."""
 
-from django.urls import URLPattern
+from django.urls import path
 
-urlpatterns: list[URLPattern] = []
+from users import views
+
+app_name = "users"
+
+urlpatterns = [
+    path("login/", views.AccountLoginView.as_view(), name="login"),
+    path("signup/", views.SignupView.as_view(), name="signup"),
+    path("logout/", views.AccountLogoutView.as_view(), name="logout"),
+]
