@@ -4,10 +4,12 @@ from typing import Any, Literal
 
 from django.http import HttpRequest
 from ninja import Query, Router, Schema, Status
+from ninja.decorators import decorate_view
 from pydantic import Field
 
-from direct_messages import selectors, services
-from direct_messages.schemas import MessageSendIn, ReadIn
+from direct_messages import attachments, selectors, services
+from direct_messages.api_attachments import SEND_OPENAPI, limit_uploads, send_body_read
+from direct_messages.schemas import ReadIn
 
 router = Router(tags=["direct messages"])
 
@@ -39,16 +41,34 @@ def messages(request: HttpRequest, account: str, query: Query[HistoryQuery]) -> 
     )
 
 
-@router.post("/dm/{account}/messages", response={200: dict, 201: dict})
-def message_send(request: HttpRequest, account: str, payload: MessageSendIn) -> Status:
-    result = services.message_send(
-        sender=request.user,
-        account=account,
-        client_id=payload.client_id,
-        text=payload.message,
-        attachment_ids=payload.attachment_ids,
-        reply_to=payload.reply_to,
-    )
+@router.post("/dm/{account}/messages", response={200: dict, 201: dict}, openapi_extra=SEND_OPENAPI)
+@decorate_view(limit_uploads())
+def message_send(request: HttpRequest, account: str) -> Status:
+    """Send a message: JSON (``attachment_ids`` of earlier uploads), or multipart/form-data
+    with up to 10 ``files`` uploaded and sent in one request, all or nothing.
+
+    The body is read here rather than declared, because one route takes two encodings
+    and a multipart body must be parsed by the size-limited upload handler.
+    """
+    payload, files = send_body_read(request)
+    if files is None:
+        result = services.message_send(
+            sender=request.user,
+            account=account,
+            client_id=payload.client_id,
+            text=payload.message,
+            attachment_ids=payload.attachment_ids,
+            reply_to=payload.reply_to,
+        )
+    else:
+        result = attachments.message_send_with_files(
+            sender=request.user,
+            account=account,
+            client_id=payload.client_id,
+            text=payload.message,
+            files=files,
+            reply_to=payload.reply_to,
+        )
     return Status(201 if result.created else 200, result.payload)
 
 

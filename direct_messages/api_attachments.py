@@ -1,5 +1,273 @@
-"""HTTP routes for attachments (``/api/attachments``)."""
+"""HTTP routes for attachments (``/api/attachments``): upload, and private downloads.
 
-from ninja import Router
+Downloads never expose storage: the API checks who is asking, then either streams the
+file (a storage with local paths), hands it to nginx (``X_ACCEL_REDIRECT_PREFIX``), or
+answers 302 to a short-lived signed URL (a remote storage such as S3). Which of these
+happens depends on what the configured storage can do, never on a setting's name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import IO, Any
+from urllib.parse import quote
+
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import UploadedFile
+from django.core.handlers.asgi import ASGIRequest
+from django.http import (
+    FileResponse,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseRedirect,
+    QueryDict,
+)
+from django.http.multipartparser import MultiPartParserError
+from django.utils.datastructures import MultiValueDict
+from django.utils.http import content_disposition_header
+from ninja import Router, Status
+from ninja.decorators import decorate_view
+from pydantic import ValidationError as PydanticValidationError
+
+from direct_messages.attachments import LimitedUploadHandler, attachment_create
+from direct_messages.conf import dm_setting
+from direct_messages.errors import Invalid, NotFound, TooLarge
+from direct_messages.models import DirectMessageAttachFiles
+from direct_messages.schemas import MessageSendIn, attachment_out, describe_validation_error
 
 router = Router(tags=["attachments"])
+
+STREAM_BLOCK_SIZE = 64 * 1024
+FILE_CACHE_CONTROL = "private, max-age=3600"
+
+SEND_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": MessageSendIn.model_json_schema()},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "client_id": {"type": "string", "format": "uuid"},
+                        "message": {"type": "string"},
+                        "reply_to": {"type": "integer"},
+                        "files": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "maxItems": 10,
+                        },
+                    },
+                    "required": ["client_id"],
+                }
+            },
+        },
+    }
+}
+UPLOAD_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            }
+        },
+    }
+}
+
+
+# --- Receiving multipart bodies --------------------------------------------------------
+
+
+def limit_uploads(max_files: int | None = None) -> Callable[[Any], Any]:
+    """A ``decorate_view`` decorator: parse this route's multipart body through
+    :class:`LimitedUploadHandler`, so that limits hold while the body streams in, and
+    turn a malformed body into ``invalid`` wherever it is first read.
+
+    It wraps the whole operation, authentication included, because a session's CSRF
+    check may be the first to read the body (and django-ninja would report a parser
+    error there as a 500). ``max_files`` defaults to ``ATTACHMENTS_PER_MESSAGE``, read
+    at request time.
+    """
+
+    def decorator(run: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
+        @functools.wraps(run)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            limit = max_files if max_files is not None else dm_setting("ATTACHMENTS_PER_MESSAGE")
+            request.upload_handlers = [LimitedUploadHandler(request, max_files=limit)]
+            setattr(request, "parse_file_upload", _typed_errors(request.parse_file_upload))  # noqa: B010
+            return run(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def _typed_errors(parse: Callable[..., Any]) -> Callable[..., Any]:
+    """``HttpRequest.parse_file_upload``, raising the API's errors for bad bodies."""
+
+    @functools.wraps(parse)
+    def parse_or_refuse(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return parse(*args, **kwargs)
+        except RequestDataTooBig as exc:
+            raise TooLarge("request body too large") from exc
+        except (MultiPartParserError, SuspiciousOperation, ValueError) as exc:
+            raise Invalid("body: malformed multipart/form-data") from exc
+
+    return parse_or_refuse
+
+
+def multipart_read(request: HttpRequest) -> tuple[QueryDict, MultiValueDict[str, UploadedFile]]:
+    """The form fields and files of a multipart body (parsed under :func:`limit_uploads`)."""
+    if request.content_type != "multipart/form-data":
+        raise Invalid("body: send multipart/form-data")
+    return request.POST, request.FILES
+
+
+def send_body_read(request: HttpRequest) -> tuple[MessageSendIn, list[UploadedFile] | None]:
+    """The body of ``POST /api/dm/{account}/messages``: the send's fields, and its
+    ``files`` when the body is multipart (None for JSON, which names ``attachment_ids``).
+
+    JSON is checked exactly as django-ninja would: a body that does not parse is 400,
+    fields through :class:`MessageSendIn`.
+    """
+    if request.content_type == "multipart/form-data":
+        fields, files = multipart_read(request)
+        data: Any = {k: fields[k] for k in ("client_id", "message", "reply_to") if fields.get(k)}
+        return _validate(MessageSendIn, data), files.getlist("files")
+    try:
+        data = json.loads(request.body) if request.body else None
+    except ValueError as exc:
+        raise Invalid("body: malformed JSON") from exc
+    if not isinstance(data, dict):
+        raise Invalid("body: a JSON object or multipart/form-data is required")
+    return _validate(MessageSendIn, data), None
+
+
+def _validate(model: type[MessageSendIn], data: dict[str, Any]) -> MessageSendIn:
+    try:
+        return model.model_validate(data)
+    except PydanticValidationError as exc:
+        raise Invalid(describe_validation_error(exc)) from exc
+
+
+# --- Routes ----------------------------------------------------------------------------
+
+
+@router.post("", response={201: dict}, openapi_extra=UPLOAD_OPENAPI)
+@decorate_view(limit_uploads(max_files=1))
+def attachment_upload(request: HttpRequest) -> Status:
+    """Store one file (multipart field ``file``), owned by the caller, in no message yet."""
+    _, files = multipart_read(request)
+    uploaded = files.get("file")
+    if uploaded is None:
+        raise Invalid("file: required (multipart field 'file')")
+    attachment = attachment_create(request.user, uploaded)
+    return Status(201, attachment_out(attachment))
+
+
+@router.get("/{int:attachment_id}/file")
+def attachment_file(request: HttpRequest, attachment_id: int) -> HttpResponseBase:
+    attachment = attachment_for_viewer(request.user, attachment_id)
+    return serve_stored(request, attachment.file.name, attachment.content_type, attachment.name)
+
+
+@router.get("/{int:attachment_id}/thumbnail")
+def attachment_thumbnail(request: HttpRequest, attachment_id: int) -> HttpResponseBase:
+    attachment = attachment_for_viewer(request.user, attachment_id)
+    if not attachment.thumbnail.name:
+        raise NotFound("this attachment has no thumbnail")
+    stem = attachment.name.rsplit(".", 1)[0] or "attachment"
+    return serve_stored(request, attachment.thumbnail.name, "image/webp", f"{stem}.webp")
+
+
+# --- Access and serving ----------------------------------------------------------------
+
+
+def attachment_for_viewer(user: Any, attachment_id: int) -> DirectMessageAttachFiles:
+    """The attachment if ``user`` may see it: its uploader, or either participant of the
+    conversation its message is in. Anything else is ``not_found``, so ids leak nothing."""
+    attachment = (
+        DirectMessageAttachFiles.objects.select_related("message__room")
+        .filter(pk=attachment_id)
+        .first()
+    )
+    if attachment is None:
+        raise NotFound("no such attachment")
+    message = attachment.message
+    if message is not None and message.unsent_at is not None:
+        raise NotFound("no such attachment")  # unsent: its files are gone for both
+    if attachment.uploader_id == user.pk:
+        return attachment
+    if message is not None and user.pk in (message.room.user_lo_id, message.room.user_hi_id):
+        return attachment
+    raise NotFound("no such attachment")
+
+
+def storage_is_local(name: str) -> bool:
+    """Whether the storage keeps ``name`` on this machine's file system.
+
+    Storages without local paths (S3 and the like) raise ``NotImplementedError`` from
+    ``path()``; that is Django's own contract for "remote".
+    """
+    try:
+        default_storage.path(name)
+    except NotImplementedError:
+        return False
+    return True
+
+
+def serve_stored(
+    request: HttpRequest, name: str, content_type: str, filename: str
+) -> HttpResponseBase:
+    if not name:
+        raise NotFound("no such file")
+    if not storage_is_local(name):
+        redirect = HttpResponseRedirect(default_storage.url(name))
+        redirect["Cache-Control"] = "private, no-store"  # the signed URL expires
+        return redirect
+    prefix = dm_setting("X_ACCEL_REDIRECT_PREFIX")
+    response: HttpResponseBase
+    if prefix:
+        if not default_storage.exists(name):
+            raise NotFound("no such file")
+        response = HttpResponse(content_type=content_type)
+        response["X-Accel-Redirect"] = f"{prefix.rstrip('/')}/{quote(name)}"
+        response["Content-Disposition"] = content_disposition_header(False, filename) or "inline"
+    else:
+        response = _file_response(request, name, content_type, filename)
+    response["X-Content-Type-Options"] = "nosniff"
+    # Should the bytes ever be rendered as a document, they run nothing.
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    response["Cache-Control"] = FILE_CACHE_CONTROL
+    return response
+
+
+def _file_response(
+    request: HttpRequest, name: str, content_type: str, filename: str
+) -> FileResponse:
+    try:
+        handle = default_storage.open(name, "rb")
+    except FileNotFoundError as exc:
+        raise NotFound("no such file") from exc
+    response = FileResponse(handle, content_type=content_type, filename=filename)
+    if isinstance(request, ASGIRequest):
+        # Under ASGI, Django buffers a synchronous iterator whole before sending it;
+        # an asynchronous one streams, one block at a time.
+        response.streaming_content = _read_blocks(handle)
+    return response
+
+
+async def _read_blocks(handle: IO[bytes]) -> AsyncIterator[bytes]:
+    while block := await asyncio.to_thread(handle.read, STREAM_BLOCK_SIZE):
+        yield block

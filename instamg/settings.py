@@ -7,6 +7,7 @@ configuration table lists every variable.
 """
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -172,22 +173,38 @@ STORAGES: dict[str, dict[str, Any]] = {
         )
     },
 }
-S3_BUCKET = os.environ.get("S3_BUCKET", "")
-if S3_BUCKET:
-    STORAGES["default"] = {
+
+
+def s3_storage(environ: Mapping[str, str]) -> dict[str, Any]:
+    """django-storages' S3 backend configured from ``S3_*`` variables.
+
+    Private objects, read through signed URLs that expire after
+    ``S3_URL_EXPIRE_SECONDS``; a name is never overwritten. Signature V4 everywhere
+    (newer AWS regions accept nothing else). ``S3_ADDRESSING_STYLE=path`` for endpoints
+    without a host name per bucket (MinIO and the like); IP endpoints get path style
+    anyway. The storage tests build their moto-backed storage with this function.
+    """
+    return {
         "BACKEND": "storages.backends.s3.S3Storage",
         "OPTIONS": {
-            "bucket_name": S3_BUCKET,
-            "endpoint_url": os.environ.get("S3_ENDPOINT_URL") or None,
-            "region_name": os.environ.get("S3_REGION") or None,
-            "access_key": os.environ.get("S3_ACCESS_KEY_ID") or None,
-            "secret_key": os.environ.get("S3_SECRET_ACCESS_KEY") or None,
+            "bucket_name": environ["S3_BUCKET"],
+            "endpoint_url": environ.get("S3_ENDPOINT_URL") or None,
+            "region_name": environ.get("S3_REGION") or None,
+            "access_key": environ.get("S3_ACCESS_KEY_ID") or None,
+            "secret_key": environ.get("S3_SECRET_ACCESS_KEY") or None,
             "default_acl": "private",
             "querystring_auth": True,
-            "querystring_expire": env_int("S3_URL_EXPIRE_SECONDS", 300),
+            "querystring_expire": int(environ.get("S3_URL_EXPIRE_SECONDS") or 300),
             "file_overwrite": False,
+            "signature_version": "s3v4",
+            "addressing_style": environ.get("S3_ADDRESSING_STYLE") or None,
         },
     }
+
+
+S3_BUCKET = os.environ.get("S3_BUCKET", "")
+if S3_BUCKET:
+    STORAGES["default"] = s3_storage(os.environ)
 # Request bodies: the API's JSON bodies are small; uploads stream to temporary files.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
