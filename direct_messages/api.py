@@ -24,6 +24,8 @@ class HistoryQuery(Schema):
     limit: int = 50
     before: int | None = Field(None, ge=0)
     after: int | None = Field(None, ge=0)
+    q: str | None = Field(None, min_length=1, max_length=200)
+    cursor: str | None = Field(None, max_length=40)
 
 
 @router.get("/inbox")
@@ -36,6 +38,10 @@ def inbox(request: HttpRequest, query: Query[InboxQuery]) -> dict[str, Any]:
 @router.get("/dm/{account}/messages")
 def messages(request: HttpRequest, account: str, query: Query[HistoryQuery]) -> dict[str, Any]:
     other = services.peer_resolve(request.user, account, allow_blocked=True)
+    if query.q is not None:
+        return selectors.message_search(
+            user=request.user, other=other, text=query.q, cursor=query.cursor, limit=query.limit
+        )
     return selectors.message_list(
         user=request.user, other=other, before=query.before, after=query.after, limit=query.limit
     )
@@ -76,3 +82,60 @@ def message_send(request: HttpRequest, account: str) -> Status:
 def read(request: HttpRequest, account: str, payload: ReadIn) -> Status:
     services.room_mark_read(user=request.user, account=account, seq=payload.seq)
     return Status(204, None)
+
+
+# --- Managing conversations ------------------------------------------------------------
+
+
+@router.post("/dm/{account}/accept", response={204: None})
+def accept(request: HttpRequest, account: str) -> Status:
+    services.conversation_accept(user=request.user, account=account)
+    return Status(204, None)
+
+
+@router.post("/dm/{account}/mute", response={204: None})
+def mute(request: HttpRequest, account: str) -> Status:
+    services.conversation_mute(user=request.user, account=account, muted=True)
+    return Status(204, None)
+
+
+@router.post("/dm/{account}/unmute", response={204: None})
+def unmute(request: HttpRequest, account: str) -> Status:
+    services.conversation_mute(user=request.user, account=account, muted=False)
+    return Status(204, None)
+
+
+@router.post("/dm/{account}/clear", response={204: None})
+def clear(request: HttpRequest, account: str) -> Status:
+    services.conversation_clear(user=request.user, account=account)
+    return Status(204, None)
+
+
+@router.post("/users/{account}/block", response={204: None})
+def block(request: HttpRequest, account: str) -> Status:
+    services.user_block(user=request.user, account=account)
+    return Status(204, None)
+
+
+@router.post("/users/{account}/unblock", response={204: None})
+def unblock(request: HttpRequest, account: str) -> Status:
+    services.user_unblock(user=request.user, account=account)
+    return Status(204, None)
+
+
+@router.get("/users/{account}/presence")
+def presence(request: HttpRequest, account: str) -> dict[str, Any]:
+    return services.presence_get(viewer=request.user, account=account)
+
+
+class SearchQuery(Schema):
+    q: str = Field(min_length=1, max_length=200)
+    limit: int = 50
+    cursor: str | None = Field(None, max_length=40)
+
+
+@router.get("/search")
+def search(request: HttpRequest, query: Query[SearchQuery]) -> dict[str, Any]:
+    return selectors.message_search(
+        user=request.user, text=query.q, cursor=query.cursor, limit=query.limit
+    )

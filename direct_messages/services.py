@@ -76,9 +76,11 @@ def room_get_or_create(user: Any, other: Any) -> Room:
             room = Room.objects.create(key=key, user_lo=low, user_hi=high)
             RoomMember.objects.bulk_create(
                 [
-                    RoomMember(room=room, user=user, other=other),
+                    # Invisible until the first message commits: a refused first send
+                    # must not leave an empty conversation in either inbox.
+                    RoomMember(room=room, user=user, other=other, visible=False),
                     # A first message from someone you never wrote to is a request.
-                    RoomMember(room=room, user=other, other=user, is_request=True),
+                    RoomMember(room=room, user=other, other=user, is_request=True, visible=False),
                 ]
             )
             return room

@@ -107,8 +107,12 @@ if _database["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    _database["TEST"] = {"NAME": os.environ.get("SQLITE_TEST_NAME") or None}
+    # A file, not SQLite's shared-cache memory database: that one takes table locks and
+    # ignores the busy timeout, so concurrency tests would test the wrong thing.
+    _database["TEST"] = {"NAME": str(BASE_DIR / "var" / f"test-{os.getpid()}.sqlite3")}
 elif _database["ENGINE"] == "django.db.backends.postgresql":
+    # One test database per test process, so that concurrent runs never share one.
+    _database["TEST"] = {"NAME": f"test_{_database['NAME']}_{os.getpid()}"}
     _database["OPTIONS"] = {
         "pool": {
             "min_size": env_int("DB_POOL_MIN_SIZE", 2),
@@ -222,6 +226,8 @@ DIRECT_MESSAGES = {
     "SEND_RATE_WINDOW_SECONDS": env_int("DM_SEND_RATE_WINDOW_SECONDS", 10),
     "UNCLAIMED_ATTACHMENT_TTL_SECONDS": env_int("DM_UNCLAIMED_TTL_SECONDS", 24 * 3600),
     "X_ACCEL_REDIRECT_PREFIX": os.environ.get("DM_X_ACCEL_REDIRECT_PREFIX", ""),
+    "PRESENCE_TTL_SECONDS": env_int("DM_PRESENCE_TTL_SECONDS", 60),
+    "TYPING_THROTTLE_SECONDS": float(os.environ.get("DM_TYPING_THROTTLE_SECONDS") or 1.0),
     "REDIS_URL": REDIS_URL,
 }
 

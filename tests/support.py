@@ -166,8 +166,8 @@ class LiveServer:
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
-            try:
-                self.proc.wait(10)
+            try:  # daphne waits up to 10 s for open WebSockets; tests need not
+                self.proc.wait(3)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)

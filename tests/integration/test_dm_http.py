@@ -228,3 +228,21 @@ def test_sends_over_the_rate_limit_are_refused_with_retry_after(alice, bob, auth
     # retries of stored messages are answered (and do not count)
     assert send(client, "bob", "first", retried).status_code == 200
     assert DirectMessage.objects.count() == 5
+
+
+def test_a_refused_first_send_leaves_no_conversation_in_either_inbox(alice, bob, auth_client):
+    response = send(auth_client(alice), "bob", "x", attachment_ids=[424242])
+    assert response.status_code == 400
+    assert auth_client(alice).get("/api/inbox").json()["results"] == []
+    assert auth_client(bob).get("/api/inbox?folder=requests").json()["results"] == []
+    assert send(auth_client(alice), "bob", "now for real").json()["seq"] == 1
+    assert len(auth_client(bob).get("/api/inbox?folder=requests").json()["results"]) == 1
+
+
+def test_a_malformed_multipart_body_is_400_not_500(alice, auth_client):
+    response = auth_client(alice).post(
+        "/api/dm/bob/read",
+        data=b"--xx\r\nContent-Disposition: form-data; name=\"seq\"\r\n\r\n1\r\n",
+        content_type="multipart/form-data; boundary=",
+    )
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid"
