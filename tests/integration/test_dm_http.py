@@ -242,7 +242,7 @@ def test_a_refused_first_send_leaves_no_conversation_in_either_inbox(alice, bob,
 def test_a_malformed_multipart_body_is_400_not_500(alice, auth_client):
     response = auth_client(alice).post(
         "/api/dm/bob/read",
-        data=b"--xx\r\nContent-Disposition: form-data; name=\"seq\"\r\n\r\n1\r\n",
+        data=b'--xx\r\nContent-Disposition: form-data; name="seq"\r\n\r\n1\r\n',
         content_type="multipart/form-data; boundary=",
     )
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid"
