@@ -39,6 +39,7 @@ class SignupForm(BaseUserCreationForm):
         fields = ("account", "name")
         labels = {"account": "Account", "name": "Full name"}
         help_texts = {"account": ACCOUNT_HELP}
+        error_messages = {"account": {"unique": "That account is taken. Try another."}}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -140,18 +140,21 @@ def open_page(browser: Any) -> Iterator[Callable[..., Any]]:
     contexts: list[Any] = []
     problems: list[str] = []
 
-    def open_(person: Person, path: str = "/direct/inbox/", viewport: Any = None) -> Any:
-        context = browser.new_context(base_url=person.base, viewport=viewport or DESKTOP)
-        contexts.append(context)
-        page = context.new_page()
+    def watch(page: Any, who: str) -> Any:
         page.set_default_timeout(ACTION_TIMEOUT_MS)
-        page.on("pageerror", lambda exc: problems.append(f"{person.account}: {exc}"))
+        page.on("pageerror", lambda exc: problems.append(f"{who}: {exc}"))
 
         def on_dialog(dialog: Any) -> None:
-            problems.append(f"{person.account}: dialog {dialog.type} {dialog.message!r}")
+            problems.append(f"{who}: dialog {dialog.type} {dialog.message!r}")
             dialog.dismiss()
 
         page.on("dialog", on_dialog)
+        return page
+
+    def open_(person: Person, path: str = "/direct/inbox/", viewport: Any = None) -> Any:
+        context = browser.new_context(base_url=person.base, viewport=viewport or DESKTOP)
+        contexts.append(context)
+        page = watch(context.new_page(), person.account)
         login(page, person.account, PASSWORD)
         if path != "/direct/inbox/":
             page.goto(path)
@@ -159,8 +162,7 @@ def open_page(browser: Any) -> Iterator[Callable[..., Any]]:
 
     def another(page: Any, path: str) -> Any:
         """A second tab of the same session."""
-        tab = page.context.new_page()
-        tab.on("pageerror", lambda exc: problems.append(f"tab: {exc}"))
+        tab = watch(page.context.new_page(), "second tab")
         tab.goto(path)
         return tab
 
