@@ -96,6 +96,7 @@ export class Thread {
     for (let attempt = 0; ; attempt++) {
       try {
         const page = await api("GET", this.historyUrl({ limit: PAGE_SIZE }));
+        this.historyStatus.textContent = "";
         this.hasMoreBefore = page.has_more;
         page.results.forEach((msg) => this.upsert(msg));
         for (const msg of page.results) this.syncedSeq = Math.max(this.syncedSeq, msg.seq);
