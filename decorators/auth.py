@@ -14,6 +14,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import jwt
 from asgiref.sync import sync_to_async
@@ -102,7 +103,8 @@ def login_check(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse
             return JsonResponse(envelope(exc.code, exc.detail), status=401)
         if not user.is_authenticated:
             if "text/html" in request.headers.get("Accept", ""):
-                return redirect(f"{settings.LOGIN_URL}?next={request.path}")
+                query = urlencode({"next": request.path}, safe="/")
+                return redirect(f"{settings.LOGIN_URL}?{query}")
             return JsonResponse(envelope("unauthenticated", "authentication required"), status=401)
         request.user = user
         return view(request, *args, **kwargs)

@@ -173,7 +173,7 @@ STORAGES: dict[str, dict[str, Any]] = {
         "BACKEND": (
             "django.contrib.staticfiles.storage.StaticFilesStorage"
             if DEBUG
-            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            else "instamg.storage.StaticStorage"
         )
     },
 }
