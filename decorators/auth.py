@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 
 import jwt
 from asgiref.sync import sync_to_async
-from channels.db import database_sync_to_async
+from channels.db import DatabaseSyncToAsync
 from django.conf import settings
 from django.contrib.auth import get_user, get_user_model
 from django.contrib.auth.models import AnonymousUser
@@ -132,7 +132,7 @@ class WebSocketAuthMiddleware:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         scope = dict(scope)
         try:
-            scope["user"] = await database_sync_to_async(authenticate)(
+            scope["user"] = await DatabaseSyncToAsync(authenticate, thread_sensitive=False)(
                 _header(scope, b"authorization"), scope.get("session")
             )
         except Unauthenticated as exc:

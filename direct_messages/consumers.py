@@ -15,7 +15,8 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
-from channels.db import database_sync_to_async
+from channels.consumer import get_handler_name
+from channels.db import DatabaseSyncToAsync
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
@@ -38,6 +39,16 @@ LAYER_RETRY_MAX_SECONDS = 2.0
 # Last typing broadcast per (room, user) in this process: the throttle holds for all of
 # a user's tabs on one server process.
 _typing_sent_at: dict[tuple[str, int], float] = {}
+
+
+def in_thread(func: Any) -> Any:
+    """Run ``func`` in the event loop's thread pool, closing stale connections around it.
+
+    Not Channels' default single "thread-sensitive" thread: one slow query would then
+    stall every socket of the process, and PostgreSQL serves several at once (SQLite's
+    writers queue on its lock with a busy timeout).
+    """
+    return DatabaseSyncToAsync(func, thread_sensitive=False)
 
 
 def heartbeat_seconds() -> float:
@@ -74,6 +85,15 @@ class FrameConsumer(AsyncWebsocketConsumer):
         finally:
             if self._heartbeat_task is not None:
                 self._heartbeat_task.cancel()
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch without its per-event ``close_old_connections`` hop:
+        group events touch no database, and :func:`in_thread` cleans up around every
+        database call itself."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message['type']}")
+        await handler(message)
 
     async def _new_channel(self) -> bool:
         try:
@@ -197,7 +217,7 @@ class FrameConsumer(AsyncWebsocketConsumer):
 
     async def call(self, service: Any, **kwargs: Any) -> Any:
         """Run a service in a worker thread, then publish what it committed."""
-        result, events = await database_sync_to_async(collecting_events)(service, **kwargs)
+        result, events = await in_thread(collecting_events)(service, **kwargs)
         await publish(events)
         return result
 
@@ -239,7 +259,7 @@ class DirectMessageConsumer(FrameConsumer):
         if await self.close_unauthenticated():
             return
         try:
-            self.other = await database_sync_to_async(services.peer_resolve)(
+            self.other = await in_thread(services.peer_resolve)(
                 self.user, self.scope["url_route"]["kwargs"]["account"]
             )
         except NotFound:
@@ -250,7 +270,7 @@ class DirectMessageConsumer(FrameConsumer):
             return
         self.room_key = pair_room_key(self.user.pk, self.other.pk)
         await self.join(self.room_key)
-        state = await database_sync_to_async(selectors.room_state)(self.user, self.other)
+        state = await in_thread(selectors.room_state)(self.user, self.other)
         self.room_id: int | None = state["room_id"]
         self.cleared_seq: int = state["cleared_seq"]
         self.typing_active = False
@@ -284,12 +304,12 @@ class DirectMessageConsumer(FrameConsumer):
     async def fill_gap(self, upto: int | None) -> None:
         while True:
             if self.room_id is None:
-                state = await database_sync_to_async(selectors.room_state)(self.user, self.other)
+                state = await in_thread(selectors.room_state)(self.user, self.other)
                 self.room_id = state["room_id"]
                 if self.room_id is None:
                     return
                 self.cleared_seq = state["cleared_seq"]
-            page = await database_sync_to_async(selectors.messages_after)(
+            page = await in_thread(selectors.messages_after)(
                 room_id=self.room_id, room_key=self.room_key, after=self.high, upto=upto
             )
             for message in page:
@@ -313,10 +333,10 @@ class DirectMessageConsumer(FrameConsumer):
 
     async def frame_message_send(self, frame: Any) -> None:
         """Store, ack (only this socket, only after commit), then broadcast."""
-        result, events = await database_sync_to_async(collecting_events)(
+        result, events = await in_thread(collecting_events)(
             services.message_send,
             sender=self.user,
-            account=self.other.account,
+            recipient=self.other,
             client_id=frame.client_id,
             text=frame.message,
             attachment_ids=frame.attachment_ids,

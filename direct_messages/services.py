@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from direct_messages import ratelimit, selectors
 from direct_messages.conf import dm_setting
-from direct_messages.errors import Forbidden, Invalid, NotFound
+from direct_messages.errors import Forbidden, Invalid, NotFound, RateLimited
 from direct_messages.models import Block, DirectMessage, DirectMessageAttachFiles, Room, RoomMember
 from direct_messages.realtime import Event, broadcast_on_commit
 from direct_messages.rooms import inbox_group, pair_room_key
@@ -52,7 +52,11 @@ def is_blocked(user_a_id: int, user_b_id: int) -> bool:
 
 def peer_resolve(user: Any, account: str, *, allow_blocked: bool = False) -> Any:
     """The other user of ``user``'s conversation with ``account``, or a typed refusal."""
-    other = user_by_account(account)
+    return peer_check(user, user_by_account(account), allow_blocked=allow_blocked)
+
+
+def peer_check(user: Any, other: Any, *, allow_blocked: bool = False) -> Any:
+    """``other``, unless ``user`` may not talk to them (themselves, or blocked)."""
     if other.pk == user.pk:
         raise Forbidden("you cannot message yourself")
     if not allow_blocked and is_blocked(user.pk, other.pk):
@@ -124,7 +128,8 @@ def _existing_send(sender: Any, other: Any, client_id: Any) -> SendResult | None
 def message_send(
     *,
     sender: Any,
-    account: str,
+    account: str = "",
+    recipient: Any = None,
     client_id: Any,
     text: str = "",
     attachment_ids: list[int] | None = None,
@@ -132,13 +137,13 @@ def message_send(
 ) -> SendResult:
     """Store one message and broadcast it after commit; idempotent on ``client_id``.
 
-    A retry of a stored ``(sender, client_id)`` returns the original message, stores
-    nothing and broadcasts nothing.
+    The recipient is ``recipient`` (a user the caller already resolved, as a consumer
+    has) or the user of ``account``. A retry of a stored ``(sender, client_id)``
+    returns the original message, stores nothing and broadcasts nothing; the unique
+    constraint finds retries, so a first send pays no extra query for them.
     """
-    other = peer_resolve(sender, account)
-    existing = _existing_send(sender, other, client_id)
-    if existing is not None:
-        return existing
+    other = peer_check(sender, recipient) if recipient is not None else None
+    other = other or peer_resolve(sender, account)
     ids = list(dict.fromkeys(attachment_ids or []))
     check_message_text(text)
     if len(ids) > dm_setting("ATTACHMENTS_PER_MESSAGE"):
@@ -147,12 +152,22 @@ def message_send(
         )
     if not text.strip() and not ids:
         raise Invalid("message: an empty message needs attachments")
-    ratelimit.send_rate_check(sender.pk)
-    room = room_get_or_create(sender, other)
     try:
-        result = _message_insert(room, sender, other, client_id, text, ids, reply_to)
+        ratelimit.send_rate_check(sender.pk)
+    except RateLimited:
+        existing = _existing_send(sender, other, client_id)  # retries never count
+        if existing is None:
+            raise
+        return existing
+    key = pair_room_key(sender.pk, other.pk)
+    try:
+        try:
+            result = _message_insert(key, sender, other, client_id, text, ids, reply_to)
+        except Room.DoesNotExist:
+            room_get_or_create(sender, other)
+            result = _message_insert(key, sender, other, client_id, text, ids, reply_to)
     except IntegrityError:
-        # A concurrent retry with the same client_id committed first.
+        # (sender, client_id) is taken: a retry, or a concurrent retry that won.
         existing = _existing_send(sender, other, client_id)
         if existing is None:
             raise
@@ -163,7 +178,7 @@ def message_send(
 
 @transaction.atomic
 def _message_insert(
-    room: Room,
+    key: str,
     sender: Any,
     other: Any,
     client_id: Any,
@@ -171,7 +186,8 @@ def _message_insert(
     attachment_ids: list[int],
     reply_to_id: int | None,
 ) -> SendResult:
-    room = Room.objects.select_for_update().get(pk=room.pk)
+    """The send transaction: lock the room, take the next seq, insert, claim, update."""
+    room = Room.objects.select_for_update().get(key=key)
     reply_to = None
     if reply_to_id is not None:
         reply_to = (
@@ -198,17 +214,11 @@ def _message_insert(
     mine.last_read_seq, mine.unread_count, mine.is_request = message.seq, 0, False
     theirs.unread_count += 1
     for member in (mine, theirs):
-        member.last_activity_at, member.visible = now, True
-        member.room = room
-        member.save(
-            update_fields=[
-                "last_read_seq",
-                "unread_count",
-                "is_request",
-                "last_activity_at",
-                "visible",
-            ]
-        )
+        member.last_activity_at, member.visible, member.room = now, True, room
+    RoomMember.objects.bulk_update(
+        [mine, theirs],
+        ["last_read_seq", "unread_count", "is_request", "last_activity_at", "visible"],
+    )
     message.sender = sender
     message._prefetched_objects_cache = {  # type: ignore[attr-defined]
         "attachments": attachments,
