@@ -39,11 +39,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--pairs", type=int, help="sender/recipient pairs (sockets = 2 x pairs)")
     parser.add_argument("--signup", choices=["api", "bulk"], help="how load accounts are made")
     parser.add_argument("--fixed-rate", type=float, help="rate of the scaled-vs-floor comparison")
+    parser.add_argument("--rates", help="comma-separated rates to run instead of a sweep")
     parser.add_argument("--sweep-steps", type=int, help="at most this many steps per sweep")
     parser.add_argument("--idle-count", type=int, help="idle sockets (default 5000)")
     parser.add_argument("--idle-servers", help="daphne,uvicorn for idle")
     parser.add_argument("--profile-rate", type=float, help="offered rate while profiling")
     parser.add_argument("--profile-native", action="store_true", help="py-spy --native")
+    parser.add_argument(
+        "--pg-synchronous-commit",
+        action="store_true",
+        help="keep PostgreSQL's synchronous_commit on for the load tests' database",
+    )
+    parser.add_argument("--no-retry", action="store_true", help="do not re-measure failed steps")
+    parser.add_argument(
+        "--render", action="store_true", help="only rewrite RESULTS.md and the plot from full.json"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only; write no files")
     parser.add_argument("--keep-tmp", action="store_true", help="keep logs and databases' dir")
     return parser.parse_args(argv)
@@ -55,6 +65,8 @@ def options(args: argparse.Namespace) -> Options:
         value = getattr(args, name)
         if value is not None:
             setattr(opts, name, value)
+    if args.rates:
+        opts.rates = [float(r) for r in args.rates.split(",") if r.strip()]
     if args.signup:
         opts.signup = args.signup
     for name in ("servers", "layers", "idle_servers"):
@@ -63,11 +75,21 @@ def options(args: argparse.Namespace) -> Options:
             setattr(opts, name, [v.strip() for v in value.split(",") if v.strip()])
     opts.profile_dir = None if args.no_write else RESULTS_DIR
     opts.profile_native = args.profile_native
+    opts.pg_synchronous_commit = args.pg_synchronous_commit
+    opts.retry_failed_steps = not args.no_retry
     return opts
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.render:
+        merged = json.loads((RESULTS_DIR / "full.json").read_text())
+        (RESULTS_DIR / "latency.svg").write_text(report.svg_plot(merged))
+        report.write_results_md(merged)
+        profile_path = RESULTS_DIR / "profile.json"
+        if profile_path.exists():
+            report.write_profile_md(json.loads(profile_path.read_text()))
+        return 0
     wanted = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(wanted) - set(ALL)
     if unknown:
@@ -78,6 +100,11 @@ def main(argv: list[str]) -> int:
     command = "make bench" + (f' BENCH_ARGS="{shlex.join(argv)}"' if argv else "")
     started = time.monotonic()
     results: dict[str, Any] = {"environment": report.environment()}
+    try:
+        results["environment"]["postgres_durable_commit_ms"] = procs.commit_latency_ms()
+    except Exception as exc:
+        results["environment"]["postgres_durable_commit_ms"] = repr(exc)
+    results["environment"]["pg_synchronous_commit"] = "on" if opts.pg_synchronous_commit else "off"
     failed = []
     with procs.Stack(keep_tmp=args.keep_tmp) as stack:
         say(f"temp dir {stack.tmp}; scenarios {wanted}; {'quick' if opts.quick else 'full'} mode")
@@ -89,6 +116,9 @@ def main(argv: list[str]) -> int:
                     results[name + "_meta"] = {
                         "seconds": round(time.monotonic() - t0, 1),
                         "command": report.COMMANDS[name] + (" --quick" if opts.quick else ""),
+                        "date": results["environment"]["date"],
+                        "load_average": results["environment"]["load_average_at_start"],
+                        "commit": results["environment"]["commit"],
                     }
                 except KeyboardInterrupt:
                     raise
@@ -107,6 +137,7 @@ def main(argv: list[str]) -> int:
     for title, table in (
         ("sweeps", report.sweep_table(results) if report.latency_rows(results) else ""),
         ("fixed rate", report.load_table(results) if results.get("scaled") else ""),
+        ("cpu per message", report.cpu_table(results) if report.latency_rows(results) else ""),
         ("redis", report.redis_table(results)),
         ("reads", report.reads_table(results)),
         ("idle", report.idle_table(results)),
@@ -126,9 +157,10 @@ def write(results: dict[str, Any], opts: Options) -> None:
     if "profile" in results:
         for run in results["profile"].values():
             _trim_raw(Path(run["raw"]))
-        (RESULTS_DIR / "profile.json").write_text(
-            json.dumps({"environment": results["environment"], **results["profile"]}, indent=1)
-        )
+        profile = {"environment": results["environment"], **results["profile"]}
+        (RESULTS_DIR / "profile.json").write_text(json.dumps(profile, indent=1))
+        if not opts.quick:
+            report.write_profile_md(profile)
         results = {k: v for k, v in results.items() if not k.startswith("profile")}
     path = RESULTS_DIR / ("quick.json" if opts.quick else "full.json")
     merged: dict[str, Any] = {}

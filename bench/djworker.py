@@ -297,6 +297,7 @@ def measure(
     with CaptureQueriesContext(connection) as ctx:
         client.get(url, **headers)
     times.sort()
+    slowest = max(ctx.captured_queries, key=lambda q: float(q["time"]), default=None)
     return {
         "url": url,
         "status": response.status_code,
@@ -304,7 +305,23 @@ def measure(
         "p90_ms": round(times[int(0.9 * (len(times) - 1))], 3),
         "queries": len(ctx.captured_queries),
         "results": len(body.get("results", [])) if isinstance(body, dict) else None,
+        "query_ms": [round(float(q["time"]) * 1000, 2) for q in ctx.captured_queries],
+        "slowest_query": slowest["sql"][:600] if slowest else None,
+        "slowest_plan": explain(slowest["sql"]) if slowest else None,
     }, body
+
+
+def explain(sql: str) -> list[str]:
+    """The database's plan for a captured (already interpolated) SELECT."""
+    if not sql.lstrip().upper().startswith("SELECT"):
+        return []
+    prefix = "EXPLAIN " if IS_PG else "EXPLAIN QUERY PLAN "
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(prefix + sql)
+            return [" ".join(str(c) for c in row) for row in cursor.fetchall()][:20]
+    except Exception as exc:
+        return [f"explain failed: {exc!r}"[:200]]
 
 
 def inbox_cursor(client: Client, token: str, offset: int) -> str | None:
@@ -396,6 +413,7 @@ def sends(n: int, sender_info: dict[str, Any] | None = None) -> dict[str, Any]:
             )
             times.append((time.perf_counter() - t) * 1000)
         counts.append(len(ctx.captured_queries))
+    components = _send_components(sender, peer["account"], max(10, n // 4))
     kinds: dict[str, int] = {}
     for q in ctx.captured_queries:
         word = q["sql"].split(None, 1)[0].upper()
@@ -406,7 +424,40 @@ def sends(n: int, sender_info: dict[str, Any] | None = None) -> dict[str, Any]:
         "query_kinds": kinds,
         "queries": [q["sql"][:160] for q in ctx.captured_queries],
         "median_ms": round(statistics.median(times), 3),
+        "components_median_ms": components,
     }
+
+
+def _send_components(sender: Any, account: str, n: int) -> dict[str, float]:
+    """Median time of the read-only steps ``message_send`` makes before its transaction.
+
+    What each would save per send if it were folded away. Missing helpers (renamed
+    by a later version of the service) are skipped.
+    """
+    from direct_messages import ratelimit, services
+
+    other = services.peer_resolve(sender, account)
+    steps = {
+        "peer_resolve (user + block queries)": lambda: services.peer_resolve(sender, account),
+        "_existing_send (idempotency pre-check query)": lambda: services._existing_send(
+            sender, other, uuid.uuid4()
+        ),
+        "room_get_or_create (room query)": lambda: services.room_get_or_create(sender, other),
+        "ratelimit.send_rate_check": lambda: ratelimit.send_rate_check(sender.pk),
+    }
+    out = {}
+    for name, step in steps.items():
+        try:
+            step()
+            times = []
+            for _ in range(n):
+                t = time.perf_counter()
+                step()
+                times.append((time.perf_counter() - t) * 1000)
+            out[name] = round(statistics.median(times), 3)
+        except Exception as exc:
+            log(f"component {name} skipped: {exc!r}")
+    return out
 
 
 def main() -> None:

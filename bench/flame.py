@@ -40,25 +40,27 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 WATCH = [
     "frame_message_send",
     "message_send (direct_messages/services.py",
-    "_message_insert",
     "peer_resolve",
     "_existing_send",
     "room_get_or_create",
+    "_message_insert",
     "send_rate_check",
     "send_rate_record",
-    "broadcast_on_commit",
+    "message_out",
+    "close_old_connections",
+    "get_new_connection",
+    "_close (django/db/backends",
+    "_commit (django/db/backends",
+    "execute (django/db/backends/utils.py",
+    "AsyncToSync.__call__",
+    "SyncToAsync.__call__",
     "publish (direct_messages/realtime.py",
     "group_send",
-    "message_out",
     "parse_frame",
     "send_json",
     "deliver (direct_messages/consumers.py",
     "receive (direct_messages/consumers.py",
-    "execute (django/db/backends/utils.py",
-    "commit (django/db/backends/base/base.py",
-    "__exit__ (django/db/transaction.py",
-    "SyncToAsync.__call__",
-    "AsyncToSync.__call__",
+    "_heartbeat",
 ]
 
 _THREAD = re.compile(r"^thread \((\w+)\): ([^;]*)")
@@ -146,6 +148,9 @@ def summarize(
             },
         }
         if per_messages:
+            entry["inclusive_ms_per_message"] = {
+                k: round(1000 * v / rate / per_messages, 3) for k, v in watch[thread].most_common()
+            }
             entry["ms_per_message"] = {
                 k: round(1000 * v / rate / per_messages, 3) for k, v in layers.most_common()
             }

@@ -281,10 +281,27 @@ async def _drive(
         "out_of_order": run.out_of_order,
         "errors": run.errors,
         "send_errors": send_errors,
+        "timeline": _timeline(delivered, first_at),
         "ack_ms": summarize([s.ack_at - s.at for s in acked if s.ack_at]),
         "delivery_ms": summarize([s.new_at - s.at for s in delivered if s.new_at]),
         "wall_seconds": round(time.perf_counter() - start, 2),
+        "drain_seconds": drain,
     }
+
+
+def _timeline(delivered: list[Sent], start: float) -> list[float]:
+    """Worst delivery latency (ms) of the messages sent in each second of the run.
+
+    A periodic stall (all sockets' heartbeats firing together, a checkpoint) shows
+    up here as one bad second among good ones.
+    """
+    worst: dict[int, float] = {}
+    for s in delivered:
+        if s.new_at is None:
+            continue
+        second = int(s.at - start)
+        worst[second] = max(worst.get(second, 0.0), (s.new_at - s.at) * 1000)
+    return [round(worst.get(i, 0.0), 1) for i in range(max(worst, default=-1) + 1)]
 
 
 def sustainable(result: dict[str, Any], p99_ms: float = 50.0) -> bool:

@@ -74,6 +74,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent not idle (all cores, all tenants)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / CLK_TCK
+
+
 def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * PAGE_SIZE
@@ -229,13 +237,20 @@ class Stack:
         wait_for_port(port, proc.popen)
         return Redis(port, proc)
 
-    def postgres_database(self) -> str:
-        """A new, empty PostgreSQL database, dropped when the stack closes; its URL."""
+    def postgres_database(self, synchronous_commit: bool = True) -> str:
+        """A new, empty PostgreSQL database, dropped when the stack closes; its URL.
+
+        ``synchronous_commit=False`` sets it off for this database only: commits stop
+        waiting for the WAL flush, which on a shared VM disk takes milliseconds with
+        50 ms outliers and would otherwise swamp what is being compared.
+        """
         import psycopg
 
         name = f"bench_{uuid.uuid4().hex[:12]}"
         with psycopg.connect(f"{POSTGRES_ADMIN_URL}/postgres", autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
+            if not synchronous_commit:
+                conn.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
 
         def drop() -> None:
             with psycopg.connect(f"{POSTGRES_ADMIN_URL}/postgres", autocommit=True) as conn:
@@ -329,6 +344,55 @@ class Redis:
         finally:
             client.close()
         return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
+
+
+def commit_latency_ms(samples: int = 100) -> dict[str, float]:
+    """Durable INSERT + COMMIT round trips on PostgreSQL: what the disk's fsync costs."""
+    import psycopg
+
+    name = f"bench_probe_{uuid.uuid4().hex[:8]}"
+    times = []
+    with psycopg.connect(f"{POSTGRES_ADMIN_URL}/postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {name} (x int)")
+        try:
+            for _ in range(samples):
+                t = time.perf_counter()
+                conn.execute(f"INSERT INTO {name} VALUES (1)")
+                times.append((time.perf_counter() - t) * 1000)
+        finally:
+            conn.execute(f"DROP TABLE {name}")
+    times.sort()
+    return {
+        "p50": round(times[len(times) // 2], 2),
+        "p99": round(times[int(len(times) * 0.99) - 1], 2),
+        "max": round(times[-1], 2),
+    }
+
+
+def git_commit() -> str:
+    """The work tree's commit (and whether it has local changes): what a server runs."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":!bench",
+                ":!docs",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        return head + ("+changes" if dirty else "")
+    except OSError:
+        return "?"
 
 
 def server_env(database_url: str, redis_url: str | None = None, **extra: str) -> dict[str, str]:

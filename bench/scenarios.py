@@ -60,10 +60,13 @@ class Options:
     idle_count: int = 5000
     idle_window: float = 20.0
     idle_servers: list[str] = field(default_factory=lambda: ["daphne"])
-    profile_rate: float = 150.0
+    profile_rate: float = 20.0
     profile_seconds: float = 20.0
     profile_dir: Path | None = None
     profile_native: bool = False
+    pg_synchronous_commit: bool = False
+    retry_failed_steps: bool = True
+    rates: list[float] = field(default_factory=list)
 
     @classmethod
     def quick_mode(cls) -> Options:
@@ -111,15 +114,24 @@ def load_once(
     opts: Options,
     redis: procs.Redis | None = None,
     quiet_pids: list[int] | None = None,
+    on_ready: Callable[[], None] | None = None,
+    cpu_pids: list[int] | None = None,
 ) -> dict[str, Any]:
     stats: dict[str, Any] = {}
     load_average = os.getloadavg()[0]
+    cpu_pids = list(cpu_pids or quiet_pids or [])
 
     async def ready() -> None:
+        if on_ready:
+            on_ready()
+        stats["cpu"] = [procs.cpu_seconds(p) for p in cpu_pids]
+        stats["machine"] = procs.machine_busy_seconds()
         if redis:
             stats["before"] = await asyncio.to_thread(redis.commandstats)
 
     async def done() -> None:
+        stats["cpu_after"] = [procs.cpu_seconds(p) for p in cpu_pids]
+        stats["machine_after"] = procs.machine_busy_seconds()
         if redis:
             stats["after"] = await asyncio.to_thread(redis.commandstats)
 
@@ -138,6 +150,14 @@ def load_once(
         delivered_all = result["delivered"] + int(rate * opts.warmup)
         result["redis_commands"] = dict(sorted(delta.items(), key=lambda kv: -kv[1]))
         result["redis_commands_per_message"] = round(sum(delta.values()) / max(delivered_all, 1), 2)
+    if "cpu_after" in stats:
+        # CPU per message: the servers' own, and the whole machine's (everything, the
+        # load generator and other tenants included), over warm-up + run + drain.
+        total = max(1, result["delivered"] + int(rate * opts.warmup))
+        used = sum(stats["cpu_after"]) - sum(stats["cpu"])
+        result["server_cpu_ms_per_message"] = round(1000 * used / total, 3) if cpu_pids else None
+        machine = stats["machine_after"] - stats["machine"]
+        result["machine_cpu_ms_per_message"] = round(1000 * machine / total, 3)
     result["sustainable"] = loadgen.sustainable(result, opts.p99_ms)
     result["load_average_1min"] = round(load_average, 2)
     if quiet_pids:
@@ -146,7 +166,8 @@ def load_once(
     say(
         f"  R={rate:>6.0f}/s sent={result['sent']} lost={result['lost']} dup={result['duplicated']}"
         f" ooo={result['out_of_order']} p50={_ms(d['p50'])} p99={_ms(d['p99'])} max={_ms(d['max'])}"
-        f" loadgen={result['loadgen_cpu_percent']}% {'OK' if result['sustainable'] else 'FAIL'}"
+        f" loadgen={result['loadgen_cpu_percent']}% server_cpu/msg="
+        f"{result.get('server_cpu_ms_per_message')}ms {'OK' if result['sustainable'] else 'FAIL'}"
     )
     return result
 
@@ -157,12 +178,28 @@ def _ms(value: float | None) -> str:
 
 def sweep(run: Callable[[float], dict[str, Any]], opts: Options) -> dict[str, Any]:
     """Raise the rate geometrically until a step fails, then bisect; bounded in steps."""
+    if opts.rates:
+        fixed = [run(r) for r in opts.rates]
+        good = [s["rate_target"] for s in fixed if s["sustainable"]]
+        bad = [s["rate_target"] for s in fixed if not s["sustainable"]]
+        return {
+            "sustainable_rate": max(good) if good else None,
+            "first_failed_rate": min(bad) if bad else None,
+            "steps": fixed,
+        }
     steps: list[dict[str, Any]] = []
     best: float | None = None
     failed: float | None = None
     rate = opts.sweep_start
     for _ in range(opts.sweep_steps):
         result = run(rate)
+        if not result["sustainable"] and result["lost"] == 0 and opts.retry_failed_steps:
+            # A latency-only failure may be another tenant's burst on this shared
+            # machine: measure once more and keep the second result.
+            say("  (latency-only failure: measuring this rate once more)")
+            retry = run(rate)
+            retry["first_attempt"] = {k: result[k] for k in ("delivery_ms", "ack_ms", "lost")}
+            result = retry
         steps.append(result)
         if result["sustainable"]:
             best = rate
@@ -179,9 +216,10 @@ def sweep(run: Callable[[float], dict[str, Any]], opts: Options) -> dict[str, An
                 break
             continue
         assert failed is not None
-        if failed / best < 1.12:
+        middle = round((best + failed) / 2)
+        if failed / best < 1.12 or middle in (best, failed):
             break
-        rate = round((best + failed) / 2)
+        rate = middle
     return {"sustainable_rate": best, "first_failed_rate": failed, "steps": steps}
 
 
@@ -193,7 +231,7 @@ def embedded(stack: Stack, opts: Options) -> dict[str, Any]:
     db = stack.sqlite_database("embedded")
     env = procs.server_env(db)
     procs.migrate(stack, env)
-    out: dict[str, Any] = {"database": "sqlite", "layer": "memory"}
+    out: dict[str, Any] = {"database": "sqlite", "layer": "memory", "commit": procs.git_commit()}
     server = procs.start_server(stack, "daphne", env)
     with procs.running(stack, [server]):
         say(f"embedded: daphne on :{server.port}, {opts.pairs} pairs ({opts.signup} signup)")
@@ -227,8 +265,8 @@ class Scaled:
     pairs: list[Any] = field(default_factory=list)
 
     @classmethod
-    def start(cls, stack: Stack) -> Scaled:
-        db = stack.postgres_database()
+    def start(cls, stack: Stack, opts: Options) -> Scaled:
+        db = stack.postgres_database(opts.pg_synchronous_commit)
         redis = stack.redis()
         ports = [procs.free_port(), procs.free_port()]
         lb_port = procs.free_port()
@@ -259,7 +297,7 @@ class Scaled:
 
 
 def scaled(stack: Stack, opts: Options) -> dict[str, Any]:
-    sc = Scaled.start(stack)
+    sc = Scaled.start(stack, opts)
     out: dict[str, Any] = {"database": "postgresql", "configs": {}}
     for kind in opts.servers:
         for layer in opts.layers:
@@ -269,14 +307,16 @@ def scaled(stack: Stack, opts: Options) -> dict[str, Any]:
                 say(f"scaled {name}: :{sc.ports[0]} and :{sc.ports[1]} behind nginx :{sc.lb_port}")
                 pairs = sc.ensure_pairs(opts)
                 pids = [s.proc.pid for s in servers]
-                result = {"server": kind, "layer": layer}
+                result = {"server": kind, "layer": layer, "commit": procs.git_commit()}
                 result["sweep"] = sweep(
                     lambda r, p=pids, q=pairs: load_once(sc.target(), q, r, opts, sc.redis, p), opts
                 )
                 # Last: an overloaded server would still be working off this run's
                 # backlog during the next one.
                 procs.wait_quiet(pids)
-                result["fixed"] = load_once(sc.target(), pairs, opts.fixed_rate, opts, sc.redis)
+                result["fixed"] = load_once(
+                    sc.target(), pairs, opts.fixed_rate, opts, sc.redis, cpu_pids=pids
+                )
                 out["configs"][name] = result
     floors = [
         procs.start_floor(stack, sc.db, "redis", sc.redis.url, port=port) for port in sc.ports
@@ -289,7 +329,9 @@ def scaled(stack: Stack, opts: Options) -> dict[str, Any]:
             lambda r: load_once(sc.target(), pairs, r, opts, sc.redis, pids), opts
         )
         procs.wait_quiet(pids)
-        out["floor_fixed"] = load_once(sc.target(), pairs, opts.fixed_rate, opts, sc.redis)
+        out["floor_fixed"] = load_once(
+            sc.target(), pairs, opts.fixed_rate, opts, sc.redis, cpu_pids=pids
+        )
     return out
 
 
@@ -411,46 +453,86 @@ def _py_spy() -> str:
     return found
 
 
-def profile(stack: Stack, opts: Options) -> dict[str, Any]:
-    """py-spy on the sending process (a) of scaled daphne+redis under a steady load."""
+def _profiled_load(
+    stack: Stack,
+    name: str,
+    pid: int,
+    target: loadgen.Target,
+    pairs: list[Any],
+    opts: Options,
+    share: float,
+    redis: procs.Redis | None = None,
+) -> dict[str, Any]:
+    """A steady load with py-spy attached to ``pid`` from the moment the sockets are open.
+
+    ``share``: the fraction of all messages that this process handles.
+    """
     from bench import flame
 
-    sc = Scaled.start(stack)
-    out: dict[str, Any] = {}
     outdir = opts.profile_dir or stack.tmp
     outdir.mkdir(parents=True, exist_ok=True)
-    for kind in opts.servers:
-        layer = opts.layers[0]
+    raw = outdir / f"profile-{name.replace('+', '-')}.txt"
+    sample_rate = 100 if opts.profile_native else 250
+    duration = int(opts.profile_seconds + opts.warmup)
+    cmd = [_py_spy(), "record", "--pid", str(pid), "--duration", str(duration)]
+    cmd += ["--rate", str(sample_rate), "--format", "raw", "--threads", "--idle"]
+    cmd += ["--output", str(raw)]
+    # Native stacks show GIL waits but need a sampler that pauses the process.
+    cmd += ["--native"] if opts.profile_native else ["--nonblocking"]
+    spies: list[subprocess.Popen[bytes]] = []
+
+    def attach() -> None:
+        spies.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    run_opts = Options(**{**opts.__dict__, "seconds": opts.profile_seconds})
+    say(f"profile {name}: {opts.profile_rate}/s under py-spy")
+    try:
+        load = load_once(
+            target, pairs, opts.profile_rate, run_opts, redis, on_ready=attach, cpu_pids=[pid]
+        )
+        for spy in spies:
+            spy.wait(timeout=duration + 30)
+    finally:
+        for spy in spies:
+            if spy.poll() is None:
+                spy.kill()
+                spy.wait(5)
+    handled = share * (load["sent"] + int(opts.profile_rate * opts.warmup))
+    summary = (
+        flame.summarize(raw, sample_rate, handled)
+        if raw.exists()
+        else {"error": "py-spy wrote nothing"}
+    )
+    return {"load": load, "profile": summary, "raw": str(raw)}
+
+
+def profile(stack: Stack, opts: Options) -> dict[str, Any]:
+    """py-spy on one server process under a steady load: scaled configs, then embedded."""
+    sc = Scaled.start(stack, opts)
+    out: dict[str, Any] = {}
+    for kind, layer in [(k, la) for k in opts.servers for la in opts.layers]:
         servers = sc.start_servers(kind, layer)
         with procs.running(stack, servers):
             pairs = sc.ensure_pairs(opts)
-            raw = outdir / f"profile-{kind}-{layer}.txt"
-            sample_rate = 100 if opts.profile_native else 250
-            spy = subprocess.Popen(
-                [_py_spy(), "record", "--pid", str(servers[0].proc.pid), "--duration"]
-                + [str(int(opts.profile_seconds)), "--rate", str(sample_rate), "--format", "raw"]
-                + ["--threads", "--idle", "--output", str(raw)]
-                # Native stacks show GIL waits (take_gil) but need a pausing sampler.
-                + (["--native"] if opts.profile_native else ["--nonblocking"]),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            try:
-                time.sleep(1.0)
-                run_opts = Options(**{**opts.__dict__, "seconds": opts.profile_seconds})
-                say(f"profile {kind}+{layer}: {opts.profile_rate}/s under py-spy")
-                load = load_once(sc.target(), pairs, opts.profile_rate, run_opts, sc.redis)
-                spy.wait(timeout=opts.profile_seconds + 30)
-            finally:
-                if spy.poll() is None:
-                    spy.kill()
-                    spy.wait(5)
             # Process a sends for half of the pairs and delivers for the other half.
-            handled = (load["sent"] + int(opts.profile_rate * opts.warmup)) / 2
-            summary = (
-                flame.summarize(raw, sample_rate, handled)
-                if raw.exists()
-                else {"error": "py-spy wrote nothing"}
+            out[f"{kind}+{layer}"] = _profiled_load(
+                stack,
+                f"{kind}+{layer}",
+                servers[0].proc.pid,
+                sc.target(),
+                pairs,
+                opts,
+                0.5,
+                sc.redis,
             )
-            out[f"{kind}+{layer}"] = {"load": load, "profile": summary, "raw": str(raw)}
+    db = stack.sqlite_database("profile")
+    env = procs.server_env(db)
+    procs.migrate(stack, env)
+    server = procs.start_server(stack, "daphne", env)
+    with procs.running(stack, [server]):
+        pairs = make_pairs(stack, env, server.http, opts)
+        target = loadgen.Target(server.ws + "/ws/dm/{account}/")
+        out["embedded"] = _profiled_load(
+            stack, "embedded", server.proc.pid, target, pairs, opts, 1.0
+        )
     return out
