@@ -152,6 +152,8 @@ class Stack:
 
     def __enter__(self) -> Stack:
         signal.signal(signal.SIGTERM, _on_sigterm)
+        # Started in the background by a shell, Python inherits SIGINT ignored.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         return self
 
     def __exit__(self, *exc: Any) -> None:
