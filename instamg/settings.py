@@ -102,6 +102,10 @@ TEMPLATES = [
 DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}"
 _database = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
 if _database["ENGINE"] == "django.db.backends.sqlite3":
+    # Keep SQLite connections open (one per worker thread): closing one checkpoints the
+    # WAL and reopening re-runs the PRAGMAs, 1.4 ms of every send (bench/RESULTS.md).
+    _database["CONN_MAX_AGE"] = None
+    _database["CONN_HEALTH_CHECKS"] = True
     _database["OPTIONS"] = {
         "timeout": 20,
         "transaction_mode": "IMMEDIATE",
