@@ -37,6 +37,7 @@ pytest: install
 test: lint typecheck pytest
 
 bench: install
+	@command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx >/dev/null; }
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:

@@ -49,10 +49,18 @@ class RoomMember(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["room", "user"], name="member_room_user_unique"),
         ]
+        # Partial indexes that match the inbox query exactly, one per folder: SQLite
+        # cannot use the boolean columns of a composite index to avoid a sort.
         indexes = [
             models.Index(
-                fields=["user", "visible", "is_request", "-last_activity_at", "-id"],
-                name="member_inbox_idx",
+                fields=["user", "-last_activity_at", "-id"],
+                condition=Q(visible=True, is_request=False),
+                name="member_inbox_primary_idx",
+            ),
+            models.Index(
+                fields=["user", "-last_activity_at", "-id"],
+                condition=Q(visible=True, is_request=True),
+                name="member_inbox_requests_idx",
             ),
         ]
 
