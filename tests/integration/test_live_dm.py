@@ -79,15 +79,9 @@ async def test_reconnect_with_after_while_the_other_side_keeps_sending(asgi_serv
                 if frame["type"] == "sync.done":
                     break
                 received.append(frame["message"]["seq"])
-            # drain whatever is live until the next reconnect
-            try:
-                while True:
-                    frame = await bob_ws.recv_type("message.new", timeout=0.05)
-                    received.append(frame["message"]["seq"])
-            except TimeoutError:
-                pass
+            await bob_listens()  # whatever is live until the next reconnect
 
-    async def bob_listens_first():
+    async def bob_listens():
         try:
             while True:
                 frame = await bob_ws.recv_type("message.new", timeout=0.05)
@@ -95,7 +89,7 @@ async def test_reconnect_with_after_while_the_other_side_keeps_sending(asgi_serv
         except TimeoutError:
             pass
 
-    await bob_listens_first()
+    await bob_listens()
     await asyncio.gather(alice_sends(), bob_reconnects())
     while len(received) < total:
         frame = await bob_ws.recv_type("message.new", timeout=10)
