@@ -12,7 +12,14 @@ from ninja.security import HttpBearer
 from ninja.utils import check_csrf
 
 from decorators.auth import authenticate_request
-from decorators.errors import CODE_BY_STATUS, ApiError, Forbidden, RateLimited, envelope
+from decorators.errors import (
+    CODE_BY_STATUS,
+    ApiError,
+    Forbidden,
+    Internal,
+    RateLimited,
+    envelope,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +103,6 @@ def build_api(**kwargs: Any) -> NinjaAPI:
     @api.exception_handler(Exception)
     def unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
         logger.exception("unhandled error on %s %s", request.method, request.path)
-        return respond(request, 500, "internal", "internal server error")
+        return respond(request, Internal.status, Internal.code, "internal server error")
 
     return api

@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 import jwt
-from asgiref.sync import sync_to_async
 from channels.db import DatabaseSyncToAsync
 from django.conf import settings
 from django.contrib.auth import get_user, get_user_model
@@ -159,6 +158,3 @@ class OriginCheckMiddleware:
         if _header(scope, b"origin") is None and authorization.lower().startswith("bearer "):
             return await self.inner(scope, receive, send)
         return await self.validated(scope, receive, send)
-
-
-aauthenticate_request = sync_to_async(authenticate_request)

@@ -57,6 +57,12 @@ class RateLimited(ApiError):
         self.retry_after = retry_after
 
 
+class Internal(ApiError):
+    """A bug, not bad input: reported without details."""
+
+    code, status = "internal", 500
+
+
 CODE_BY_STATUS = {
     cls.status: cls.code
     for cls in (
@@ -69,6 +75,7 @@ CODE_BY_STATUS = {
         TooLarge,
         UnsupportedMediaType,
         RateLimited,
+        Internal,
     )
 }
 

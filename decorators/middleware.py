@@ -11,7 +11,7 @@ from collections.abc import Callable
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from decorators.errors import CODE_BY_STATUS, envelope
+from decorators.errors import CODE_BY_STATUS, Internal, envelope
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class ApiErrorEnvelopeMiddleware:
         if response.get("Content-Type", "").startswith("application/json"):
             return response
         status = response.status_code
-        code = CODE_BY_STATUS.get(status, "invalid" if status < 500 else "internal")
+        code = CODE_BY_STATUS.get(status, "invalid" if status < 500 else Internal.code)
         wrapped = JsonResponse(envelope(code, DETAIL_BY_STATUS.get(status, code)), status=status)
         if response.has_header("Allow"):
             wrapped["Allow"] = response["Allow"]
@@ -51,4 +51,4 @@ class ApiErrorEnvelopeMiddleware:
         if isinstance(exception, RequestDataTooBig):
             return JsonResponse(envelope("too_large", "request body too large"), status=413)
         logger.exception("unhandled error on %s %s", request.method, request.path)
-        return JsonResponse(envelope("internal", "internal server error"), status=500)
+        return JsonResponse(envelope(Internal.code, "internal server error"), status=500)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -24,7 +23,7 @@ from channels.utils import await_many_dispatch
 
 from direct_messages import presence, selectors, services
 from direct_messages.conf import dm_setting
-from direct_messages.errors import ApiError, Forbidden, Invalid, NotFound, TooLarge
+from direct_messages.errors import ApiError, Forbidden, Internal, Invalid, NotFound, TooLarge
 from direct_messages.realtime import collecting_events, publish
 from direct_messages.rooms import inbox_group, pair_room_key, presence_group
 from direct_messages.schemas import frame_ref, parse_frame, user_out
@@ -35,10 +34,6 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 LAYER_RETRY_MAX_SECONDS = 2.0
-
-# Last typing broadcast per (room, user) in this process: the throttle holds for all of
-# a user's tabs on one server process.
-_typing_sent_at: dict[tuple[str, int], float] = {}
 
 
 def in_thread(func: Any) -> Any:
@@ -211,9 +206,7 @@ class FrameConsumer(AsyncWebsocketConsumer):
             await self.send_error(exc, exc.ref if exc.ref is not None else ref)
         except Exception:
             logger.exception("frame failed: %s", content.get("type"))
-            err = ApiError("internal error; the frame was not applied")
-            err.code = "internal"  # type: ignore[misc]
-            await self.send_error(err, ref)
+            await self.send_error(Internal("internal error; the frame was not applied"), ref)
 
     async def call(self, service: Any, **kwargs: Any) -> Any:
         """Run a service in a worker thread, then publish what it committed."""
@@ -367,22 +360,14 @@ class DirectMessageConsumer(FrameConsumer):
         await self.call(services.reaction_clear, user=self.user, message_id=frame.id)
 
     async def frame_typing(self, frame: Any) -> None:
-        """Relay typing to the other side: at most once a second while active."""
-        now = time.monotonic()
-        key = (self.room_key, self.user.pk)
-        throttle = dm_setting("TYPING_THROTTLE_SECONDS")
-        if frame.active and self.typing_active and now - _typing_sent_at.get(key, 0) < throttle:
-            return
-        if frame.active:
-            _typing_sent_at[key] = now
-        else:
-            _typing_sent_at.pop(key, None)
+        """Relay typing to the other side (the service throttles it)."""
         self.typing_active = frame.active
         await self.broadcast_typing(frame.active)
 
     async def broadcast_typing(self, active: bool) -> None:
-        event = {"type": "typing", "account": self.user.account, "active": active}
-        await publish([(self.room_key, event)])
+        event = services.typing_event(room_key=self.room_key, user=self.user, active=active)
+        if event is not None:
+            await publish([event])
 
     async def frame_sync(self, frame: Any) -> None:
         await self.replay(frame.after)

@@ -15,6 +15,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from decorators.errors import Invalid
 from direct_messages.conf import dm_setting
+from users.schemas import user_out
 
 MAX_IDS = 100  # a sanity cap on list sizes before the real limits are checked
 
@@ -151,12 +152,6 @@ def check_message_text(text: str) -> None:
 
 
 # --- Objects out ----------------------------------------------------------------------
-
-
-def user_out(user: Any) -> dict[str, Any]:
-    from users.schemas import user_out as users_user_out
-
-    return users_user_out(user)
 
 
 def attachment_out(attachment: Any) -> dict[str, Any]:
