@@ -11,8 +11,10 @@ from tests.support import WsClient, http_json, signup
 pytestmark = pytest.mark.live
 
 
-async def open_dm(server, me, other, query=""):
-    ws = await WsClient.open(f"{server.ws}/ws/dm/{other['account']}/{query}", me["token"])
+async def open_dm(server, me, other, query="", **connect_options):
+    ws = await WsClient.open(
+        f"{server.ws}/ws/dm/{other['account']}/{query}", me["token"], **connect_options
+    )
     joined = await ws.recv()
     assert joined["type"] == "room.joined", joined
     return ws, joined
@@ -216,3 +218,26 @@ async def test_redis_outage_sends_still_acked_and_nothing_is_lost(
     assert replay == [2, 3, 4, 5, 6]
     for ws in (alice_ws, bob_ws, late):
         await ws.close()
+
+
+async def test_a_frame_over_the_1_mib_hard_cap_drops_the_connection(asgi_server):
+    from websockets.exceptions import ConnectionClosed
+
+    alice, bob = signup(asgi_server.http), signup(asgi_server.http)
+    ws, _ = await open_dm(asgi_server, alice, bob, max_size=None)
+    await ws.conn.send('{"type": "ping", "pad": "' + "x" * (1024 * 1024) + '"}')
+    with pytest.raises(ConnectionClosed):
+        await ws.recv(timeout=10)
+    # a frame between 64 KiB and 1 MiB only gets an error, and nothing is stored
+    ws, _ = await open_dm(asgi_server, alice, bob)
+    await ws.send(
+        {"type": "message.send", "client_id": str(uuid.uuid4()), "message": "x" * 100_000}
+    )
+    assert (await ws.recv_type("error"))["code"] == "too_large"
+    assert (
+        http_json(
+            "GET", f"{asgi_server.http}/api/dm/{bob['account']}/messages", token=alice["token"]
+        )[1]["results"]
+        == []
+    )
+    await ws.close()
