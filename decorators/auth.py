@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import jwt
 from channels.db import DatabaseSyncToAsync
@@ -22,8 +23,10 @@ from django.conf import settings
 from django.contrib.auth import get_user, get_user_model
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.sessions.backends.base import SessionBase
+from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
+from django.utils.http import is_same_domain
 
 from decorators.errors import Unauthenticated, envelope
 
@@ -139,22 +142,77 @@ class WebSocketAuthMiddleware:
         return await self.inner(scope, receive, send)
 
 
+# A serialized origin as browsers send it (RFC 6454): scheme, host, optional port, nothing
+# else. Userinfo, paths, spaces, lists and upper case never come from a browser.
+_SERIALIZED_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[a-z0-9._\-\[\]:]+")
+
+
+class _Handshake(HttpRequest):
+    """A WebSocket handshake as Django's host and scheme checks see a request: ``Host``
+    against ALLOWED_HOSTS, ``SECURE_PROXY_SSL_HEADER`` and ``USE_X_FORWARDED_HOST``
+    honoured, duplicate headers joined with commas (which no host check accepts)."""
+
+    def __init__(self, scope: dict[str, Any]) -> None:
+        super().__init__()
+        for key, value in scope.get("headers", []):
+            name = "HTTP_" + key.decode("latin-1").upper().replace("-", "_")
+            text = value.decode("latin-1")
+            self.META[name] = f"{self.META[name]},{text}" if name in self.META else text
+        server = scope.get("server") or ("", 0)
+        self.META["SERVER_NAME"], self.META["SERVER_PORT"] = str(server[0]), str(server[1])
+        self._secure = scope.get("scheme") in ("wss", "https")
+
+    def _get_scheme(self) -> str:
+        return "https" if self._secure else "http"
+
+
+def origin_allowed(scope: dict[str, Any]) -> bool:
+    """Whether the handshake's one ``Origin`` is this server's own origin (its scheme
+    and its ``Host``, which must be in ALLOWED_HOSTS) or in CSRF_TRUSTED_ORIGINS: the
+    rule Django's CSRF check applies to a session's POST, port and scheme included."""
+    origins = [value for key, value in scope.get("headers", []) if key.lower() == b"origin"]
+    if len(origins) != 1:
+        return False
+    origin = origins[0].decode("latin-1")
+    if not _SERIALIZED_ORIGIN.fullmatch(origin):
+        return False
+    request = _Handshake(scope)
+    try:
+        if origin == f"{request.scheme}://{request.get_host()}":
+            return True
+    except DisallowedHost:
+        pass
+    trusted = settings.CSRF_TRUSTED_ORIGINS
+    if origin in trusted:
+        return True
+    scheme, netloc = urlsplit(origin)[:2]
+    return any(
+        urlsplit(pattern).scheme == scheme
+        and is_same_domain(netloc, urlsplit(pattern).netloc.lstrip("*"))
+        for pattern in trusted
+        if "*" in pattern
+    )
+
+
 class OriginCheckMiddleware:
-    """Channels' ``AllowedHostsOriginValidator``, plus one exception.
+    """Refuse (HTTP 403) a WebSocket handshake from any origin but the server's own.
 
     A handshake without ``Origin`` comes from a non-browser client (mobile app,
     script); it is let through when it carries a Bearer token. A cookie session always
     needs an allowed ``Origin``: that is what stops cross-site WebSocket hijacking.
+    Channels' ``AllowedHostsOriginValidator`` is not enough: it ignores the port and the
+    scheme, and reads the last of several ``Origin`` headers.
     """
 
     def __init__(self, inner: Any) -> None:
-        from channels.security.websocket import AllowedHostsOriginValidator
-
         self.inner = inner
-        self.validated = AllowedHostsOriginValidator(inner)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        from channels.security.websocket import WebsocketDenier
+
         authorization = _header(scope, b"authorization") or ""
         if _header(scope, b"origin") is None and authorization.lower().startswith("bearer "):
             return await self.inner(scope, receive, send)
-        return await self.validated(scope, receive, send)
+        if origin_allowed(scope):
+            return await self.inner(scope, receive, send)
+        return await WebsocketDenier()(scope, receive, send)

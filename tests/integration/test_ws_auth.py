@@ -40,9 +40,27 @@ async def test_foreign_origin_is_refused_whatever_the_credentials(alice):
 
 
 async def test_allowed_origin_with_token_is_accepted(alice, ws_connect):
-    ws = await ws_connect("/ws/inbox/", alice, origin="http://localhost:8000")
+    headers = [
+        (b"host", b"localhost:8000"),
+        (b"authorization", f"Bearer {token_for(alice)}".encode()),
+        (b"origin", b"http://localhost:8000"),
+    ]
+    ws = await ws_connect("/ws/inbox/", headers=headers)
     await ws.send_json_to({"type": "ping"})
     assert (await ws.receive_json_from(timeout=5))["type"] == "pong"
+
+
+async def test_origin_must_be_the_servers_own_port_and_scheme(alice):
+    """``Host`` says which origin the page came from; another port or scheme on the
+    same host is another site."""
+    for origin in (b"http://127.0.0.1:8001", b"https://127.0.0.1:8000", b"http://localhost:8000"):
+        communicator = WebsocketCommunicator(
+            application,
+            "/ws/inbox/",
+            headers=[(b"host", b"127.0.0.1:8000"), (b"origin", origin)],
+        )
+        connected, _ = await communicator.connect(timeout=5)
+        assert not connected, origin
 
 
 async def test_session_cookie_needs_an_origin(alice_session_cookie):
@@ -56,7 +74,7 @@ async def test_session_cookie_needs_an_origin(alice_session_cookie):
         application,
         "/ws/inbox/",
         headers=[
-            (b"host", b"127.0.0.1"),
+            (b"host", b"127.0.0.1:8000"),
             (b"cookie", cookie),
             (b"origin", b"http://127.0.0.1:8000"),
         ],
