@@ -8,7 +8,9 @@ import binascii
 import datetime as dt
 from typing import Any
 
-from django.db.models import F, Prefetch, Q, QuerySet
+from django.db import connection
+from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet
+from django.db.models.expressions import RawSQL
 
 from direct_messages.errors import Invalid
 from direct_messages.models import DirectMessage, Reaction, Room, RoomMember
@@ -144,45 +146,82 @@ def inbox_list(
 
 
 def _search_filter(qs: QuerySet[DirectMessage], text: str) -> QuerySet[DirectMessage]:
-    """Full-text search on PostgreSQL (GIN index, migration 0002), a case-insensitive
-    substring match elsewhere."""
-    from django.db import connection
+    """Full-text search on PostgreSQL, a case-insensitive substring match elsewhere.
 
+    On PostgreSQL the text is matched against ``search_vector``, a stored generated
+    ``tsvector`` column with a GIN index (migration 0004) that the model does not know
+    about: the check is then cheap per row and the planner can pick the index for rare
+    words. Computing ``to_tsvector`` per row instead cost ~5 µs a row, ~0.5 s to scan a
+    100,000-message conversation.
+    """
     if connection.vendor == "postgresql":
-        from django.contrib.postgres.search import SearchQuery, SearchVector
+        from django.contrib.postgres.search import SearchQuery, SearchVectorField
 
-        return qs.annotate(search=SearchVector("message", config="simple")).filter(
+        column = f'"{DirectMessage._meta.db_table}"."search_vector"'
+        return qs.annotate(search=RawSQL(column, [], output_field=SearchVectorField())).filter(
             search=SearchQuery(text, config="simple", search_type="websearch")
         )
     return qs.filter(message__icontains=text)
 
 
+def _cursor_value(cursor: str | None) -> int | None:
+    if not cursor:
+        return None
+    try:
+        value = int(cursor)
+    except ValueError as exc:
+        raise Invalid("cursor: not a cursor from this API") from exc
+    if not 0 < value < 2**63:  # past a bigint the database would raise, not answer
+        raise Invalid("cursor: not a cursor from this API")
+    return value
+
+
 def message_search(
     *, user: Any, text: str, other: Any = None, cursor: str | None = None, limit: int = 50
 ) -> dict[str, Any]:
-    """``user``'s messages matching ``text``, newest first; not cleared, not unsent."""
+    """``user``'s messages matching ``text``, newest first; not cleared, not unsent.
+
+    Ids first, rows second: the matching query selects only ids (ordered through the
+    ``(room, seq)`` index in one conversation, by id across all of them), so the joins
+    and prefetches of ``message_out`` run for one page, not for every match. In one
+    conversation the cursor is a ``seq``, across conversations an id.
+    """
     limit = clamp_limit(limit, 50)
     text = text.strip()
     if not text:
         raise Invalid("q: must not be empty")
-    # One filter() call: the member join and its cleared_seq refer to the same row.
-    qs = DirectMessage.objects.filter(
-        room__members__user=user,
-        seq__gt=F("room__members__cleared_seq"),
-        unsent_at__isnull=True,
-    )
+    after = _cursor_value(cursor)
+    order: Any
     if other is not None:
-        qs = qs.filter(room__key=pair_room_key(user.pk, other.pk))
-    if cursor:
-        try:
-            qs = qs.filter(pk__lt=int(cursor))
-        except ValueError as exc:
-            raise Invalid("cursor: not a cursor from this API") from exc
-    found = _search_filter(qs, text).select_related("room").order_by("-pk")
-    rows = list(messages_with_related(found)[: limit + 1])
-    has_more = len(rows) > limit
-    rows = rows[:limit]
+        member = RoomMember.objects.filter(room__key=pair_room_key(user.pk, other.pk), user=user)
+        found = member.values_list("room_id", "cleared_seq").first()
+        if found is None:
+            return {"results": [], "next_cursor": None}
+        room_id, cleared_seq = found
+        qs = DirectMessage.objects.filter(room_id=room_id, seq__gt=cleared_seq)
+        key, order = "seq", "-seq"
+    else:
+        # A semi-join on the membership, not a join through Room: one probe per room.
+        mine = RoomMember.objects.filter(
+            room_id=OuterRef("room_id"), user=user, cleared_seq__lt=OuterRef("seq")
+        )
+        qs = DirectMessage.objects.filter(Exists(mine))
+        # On PostgreSQL, never walk the primary key backwards through everyone's messages
+        # hoping to meet 51 of mine (its estimate when a word looks common): with many
+        # users that reads the whole table. ``id + 0`` leaves two plans, both bounded by
+        # what is mine: my rooms' messages, or the GIN index's hits for rare words.
+        key, order = "pk", (F("pk") + 0).desc() if connection.vendor == "postgresql" else "-pk"
+    qs = qs.filter(unsent_at__isnull=True)
+    if after is not None:
+        qs = qs.filter(**{f"{key}__lt": after})
+    hits = list(_search_filter(qs, text).order_by(order).values_list("pk", key)[: limit + 1])
+    has_more = len(hits) > limit
+    hits = hits[:limit]
+    rows = messages_with_related(
+        DirectMessage.objects.filter(pk__in=[pk for pk, _ in hits]).select_related("room")
+    )
+    by_pk = {m.pk: m for m in rows}
     return {
-        "results": [message_out(m, m.room.key) for m in rows],
-        "next_cursor": str(rows[-1].pk) if has_more else None,
+        "results": [message_out(by_pk[pk], by_pk[pk].room.key) for pk, _ in hits],
+        "next_cursor": str(hits[-1][1]) if has_more else None,
     }

@@ -215,6 +215,42 @@ def test_history_query_count_is_constant(
         assert len(body["results"]) == min(limit, messages)
 
 
+def _search_pages(client, url, django_assert_max_num_queries):
+    found, cursor = [], None
+    while True:
+        with django_assert_max_num_queries(7):
+            body = client.get(url + (f"&cursor={cursor}" if cursor else "")).json()
+        found += body["results"]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return found
+
+
+def test_search_pages_cover_every_match_once_newest_first(
+    make_user, auth_client, django_assert_max_num_queries
+):
+    from tests.factories import make_conversations
+
+    me = make_user()
+    rooms = make_conversations(me, 3, messages_each=30)
+    partner = RoomMember.objects.get(room=rooms[1], user=me).other
+    client = auth_client(me)
+
+    everywhere = _search_pages(
+        client, "/api/search?q=message&limit=7", django_assert_max_num_queries
+    )
+    assert [m["id"] for m in everywhere] == list(
+        DirectMessage.objects.filter(room__in=rooms).order_by("-pk").values_list("pk", flat=True)
+    )
+    in_room = _search_pages(
+        client,
+        f"/api/dm/{partner.account}/messages?q=message&limit=7",
+        django_assert_max_num_queries,
+    )
+    assert [m["seq"] for m in in_room] == list(range(30, 0, -1))
+    assert {m["room"] for m in in_room} == {rooms[1].key}
+
+
 def test_sends_over_the_rate_limit_are_refused_with_retry_after(alice, bob, auth_client, settings):
     settings.DIRECT_MESSAGES = {**settings.DIRECT_MESSAGES, "SEND_RATE_LIMIT": 5}
     client = auth_client(alice)
@@ -245,4 +281,10 @@ def test_a_malformed_multipart_body_is_400_not_500(alice, auth_client):
         data=b'--xx\r\nContent-Disposition: form-data; name="seq"\r\n\r\n1\r\n',
         content_type="multipart/form-data; boundary=",
     )
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid"
+
+
+@pytest.mark.parametrize("cursor", ["x", "-1", "0", str(2**63), "9" * 40])
+def test_a_bad_search_cursor_is_invalid_not_500(alice, auth_client, cursor):
+    response = auth_client(alice).get(f"/api/search?q=hi&cursor={cursor}")
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid"
