@@ -365,7 +365,9 @@ class DirectMessageConsumer(FrameConsumer):
         await self.broadcast_typing(frame.active)
 
     async def broadcast_typing(self, active: bool) -> None:
-        event = services.typing_event(room_key=self.room_key, user=self.user, active=active)
+        event = await in_thread(services.typing_event)(
+            room_key=self.room_key, user=self.user, active=active
+        )
         if event is not None:
             await publish([event])
 

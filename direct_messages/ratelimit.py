@@ -1,5 +1,6 @@
-"""Sliding-window send limits per user: in Redis when configured, so the limit holds
-across processes; in process memory otherwise (the embedded, single-process default).
+"""Sliding-window send limits per user and the typing throttle: in Redis when
+configured, so they hold across processes; in process memory otherwise (the embedded,
+single-process default).
 
 Only accepted sends are recorded, so refused frames and retries never count.
 """
@@ -89,3 +90,47 @@ def send_rate_record(user_id: int) -> None:
             logger.warning("send rate not recorded, Redis unavailable: %r", exc)
     else:
         memory_window.add(user_id, now)
+
+
+# --- typing ----------------------------------------------------------------------------
+
+_typing_lock = threading.Lock()
+_typing_until: dict[str, float] = {}
+
+
+def _typing_key(room_key: str, user_id: int) -> str:
+    return f"dm:typing:{room_key}:{user_id}"
+
+
+def typing_claim(room_key: str, user_id: int, seconds: float) -> bool:
+    """True if ``user_id`` may broadcast typing in ``room_key`` now (and takes the turn);
+    False while an earlier broadcast from any of their sockets is under ``seconds`` old."""
+    key = _typing_key(room_key, user_id)
+    if dm_setting("REDIS_URL"):
+        try:
+            return bool(_redis().set(key, 1, nx=True, px=max(1, int(seconds * 1000))))
+        except Exception as exc:  # Redis down: let typing through rather than lose it
+            logger.warning("typing throttle skipped, Redis unavailable: %r", exc)
+            return True
+    now = time.monotonic()
+    with _typing_lock:
+        if _typing_until.get(key, 0.0) > now:
+            return False
+        _typing_until[key] = now + seconds
+        if len(_typing_until) > 10_000:  # forget expired turns now and then
+            for stale in [k for k, until in _typing_until.items() if until <= now]:
+                del _typing_until[stale]
+        return True
+
+
+def typing_release(room_key: str, user_id: int) -> None:
+    """Typing stopped: the next start is broadcast at once."""
+    key = _typing_key(room_key, user_id)
+    if dm_setting("REDIS_URL"):
+        try:
+            _redis().delete(key)
+        except Exception as exc:
+            logger.warning("typing throttle not released, Redis unavailable: %r", exc)
+        return
+    with _typing_lock:
+        _typing_until.pop(key, None)

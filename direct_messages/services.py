@@ -14,8 +14,6 @@ Concurrency rules, in one place:
 from __future__ import annotations
 
 import datetime as dt
-import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -554,18 +552,17 @@ def presence_get(*, viewer: Any, account: str) -> dict[str, Any]:
 
 # --- Typing ----------------------------------------------------------------------------
 
-# Last typing broadcast per (room, user) in this process: the throttle holds for all of
-# a user's tabs on one server process. Typing is never stored.
-_typing_sent_at: dict[tuple[str, int], float] = {}
-
 
 def typing_event(*, room_key: str, user: Any, active: bool) -> Event | None:
-    """The ``typing`` event to relay to the room, or None while it is throttled."""
-    key, now = (room_key, user.pk), time.monotonic()
+    """The ``typing`` event to relay to the room, or None while it is throttled.
+
+    The throttle is per user and room across all their sockets and, with Redis, across
+    processes. Typing is never stored.
+    """
     if active:
-        if now - _typing_sent_at.get(key, -math.inf) < dm_setting("TYPING_THROTTLE_SECONDS"):
+        seconds = dm_setting("TYPING_THROTTLE_SECONDS")
+        if not ratelimit.typing_claim(room_key, user.pk, seconds):
             return None
-        _typing_sent_at[key] = now
     else:
-        _typing_sent_at.pop(key, None)
+        ratelimit.typing_release(room_key, user.pk)
     return (room_key, {"type": "typing", "account": user.account, "active": active})
