@@ -372,3 +372,32 @@ async def test_presence_across_processes_and_a_killed_process(asgi_server_factor
         await asyncio.sleep(0.25)
     await a2.close()
     await b_inbox.close()
+
+
+async def test_typing_throttle_holds_across_processes(asgi_server_factory, redis_url):
+    """One user typing in two tabs on two processes: the partner hears it once a second."""
+    one = asgi_server_factory(redis_url)
+    two = asgi_server_factory(redis_url)
+    alice, bob = signup(one.http), signup(one.http)
+    tab1, _ = await dm(one, alice, bob)
+    tab2, _ = await dm(two, alice, bob)
+    b, _ = await dm(one, bob, alice)
+    for tab in (tab1, tab2, tab1, tab2):
+        await tab.send({"type": "typing", "active": True})
+    assert (await b.recv_type("typing")) == {
+        "type": "typing",
+        "account": alice["account"],
+        "active": True,
+    }
+    await tab1.send({"type": "ping"})
+    await tab1.recv_type("pong")
+    await tab2.send({"type": "ping"})
+    await tab2.recv_type("pong")  # every typing frame has been handled by now
+    with pytest.raises(TimeoutError):
+        await b.recv_type("typing", timeout=0.5)
+    await tab2.send({"type": "typing", "active": False})  # stopping is never throttled
+    assert (await b.recv_type("typing"))["active"] is False
+    await tab1.send({"type": "typing", "active": True})  # and starting again is heard
+    assert (await b.recv_type("typing"))["active"] is True
+    for ws in (tab1, tab2, b):
+        await ws.close()
