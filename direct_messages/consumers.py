@@ -199,13 +199,15 @@ class FrameConsumer(AsyncWebsocketConsumer):
             await self.send_error(Invalid("frame: not valid JSON"))
             return
         ref = frame_ref(content)
+        frame: Any = None
         try:
             frame = parse_frame(content)
             await self.dispatch_frame(frame)
         except ApiError as exc:
             await self.send_error(exc, exc.ref if exc.ref is not None else ref)
         except Exception:
-            logger.exception("frame failed: %s", content.get("type"))
+            # Only the parsed type: the raw content may nest too deep even to repr.
+            logger.exception("frame failed: %s", getattr(frame, "type", "(not parsed)"))
             await self.send_error(Internal("internal error; the frame was not applied"), ref)
 
     async def call(self, service: Any, **kwargs: Any) -> Any:

@@ -129,8 +129,10 @@ def parse_frame(content: Any) -> Any:
     if not isinstance(content, dict):
         raise Invalid("a frame is a JSON object")
     kind = content.get("type")
+    if not isinstance(kind, str):  # an object or list here is unhashable, and may nest deep
+        raise Invalid("type: required" if kind is None else "type: must be a string")
     if kind not in FRAME_TYPES:
-        raise Invalid(f"type: unknown frame type {kind!r}" if kind else "type: required")
+        raise Invalid(f"type: unknown frame type {kind[:100]!r}")
     try:
         return _frame_adapter.validate_python(content)
     except PydanticValidationError as exc:
@@ -149,6 +151,8 @@ def check_message_text(text: str) -> None:
     limit = dm_setting("MESSAGE_MAX_LENGTH")
     if len(text) > limit:
         raise Invalid(f"message: at most {limit} characters")
+    if "\x00" in text:  # PostgreSQL cannot store it in text; no client means it
+        raise Invalid("message: must not contain NUL (U+0000)")
 
 
 # --- Objects out ----------------------------------------------------------------------
