@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | cksum
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint typecheck pytest bench clean
+.PHONY: install run test lint typecheck pytest bench faults soak clean
 
 install: $(STAMP)
 
@@ -39,6 +39,15 @@ test: lint typecheck pytest
 bench: install
 	@command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx >/dev/null; }
 	$(PY) -m bench $(BENCH_ARGS)
+
+# Faults under load (Redis, a server, PostgreSQL, SQLite) and a 20-minute soak:
+# make soak SOAK_ARGS="--minutes 2"; results in reliability/results/.
+faults: install
+	$(PY) -m reliability faults $(FAULTS_ARGS)
+
+soak: install
+	@command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx >/dev/null; }
+	$(PY) -m reliability soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) var/*.sqlite3* staticfiles .pytest_cache .mypy_cache .ruff_cache

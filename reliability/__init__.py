@@ -1,0 +1,1 @@
+"""Fault and soak harness: retrying clients, injected failures, reconciliation (issue #8)."""
