@@ -523,7 +523,8 @@ def presence_changed(*, user: Any, online: bool) -> None:
     hidden = {uid for pair in blocks.values_list("blocker_id", "blocked_id") for uid in pair}
     hidden.discard(user.pk)
     partners = (
-        RoomMember.objects.filter(user=user)
+        # Not the empty rooms refused first messages leave: no conversation there.
+        RoomMember.objects.filter(user=user, room__last_seq__gt=0)
         .exclude(other_id__in=hidden)
         .order_by("-last_activity_at")
         .values_list("room__key", "other_id")[:PRESENCE_FANOUT_MAX]
@@ -540,7 +541,8 @@ def presence_get(*, viewer: Any, account: str) -> dict[str, Any]:
     from direct_messages import presence
 
     other = peer_resolve(viewer, account, allow_blocked=True)
-    if selectors.room_for(viewer, other) is None:
+    room = selectors.room_for(viewer, other)
+    if room is None or room.last_seq == 0:  # a refused first message leaves an empty room
         raise NotFound(f"no account {other.account!r}")
     if is_blocked(viewer.pk, other.pk):
         return {"online": False, "last_active_at": None}

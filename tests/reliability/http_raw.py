@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import json
 import os
 import re
 import socket
@@ -98,10 +99,13 @@ def handshake(port: int, path: str, header_lines: list[bytes], timeout: float = 
     return int(match.group(1)) if match else 0
 
 
-def jsonish(reply: Reply) -> Any:
-    import json
+def record_figures(name: str, figures: dict[str, Any]) -> None:
+    """Print a one-line summary (seen with ``-s``) and keep the figures in
+    ``var/reliability/<name>.json``, where docs can cite them from."""
+    from tests.support import ROOT
 
-    try:
-        return json.loads(reply.body)
-    except ValueError:
-        return None
+    out = ROOT / "var" / "reliability"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
+    shown = ", ".join(f"{k}={v}" for k, v in figures.items() if not isinstance(v, list))
+    print(f"\n{name}: {shown}")

@@ -11,14 +11,13 @@ string (the page's origin, with a ``Host`` in ALLOWED_HOSTS) may open a socket.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.reliability.http_raw import handshake, session_login
-from tests.support import ROOT, LiveServer, signup
+from tests.reliability.authz_world import module_server
+from tests.reliability.http_raw import handshake, record_figures, session_login
+from tests.support import LiveServer, signup
 
 pytestmark = pytest.mark.live
 
@@ -126,7 +125,16 @@ def rebinding_cases(port: int) -> dict[str, list[bytes]]:
     }
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
+def asgi_server(
+    live_database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """One server for the module (the handshakes change nothing)."""
+    with module_server(live_database_url, tmp_path_factory.mktemp("origin")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
 def principal(asgi_server: LiveServer) -> dict[str, str]:
     user = signup(asgi_server.http, password=PASSWORD)
     peer = signup(asgi_server.http, password=PASSWORD)
@@ -141,13 +149,6 @@ def credential_sets(user: dict[str, str]) -> dict[str, list[bytes]]:
         "bearer": [f"Authorization: Bearer {user['token']}".encode()],
         "cookie": [f"Cookie: {user['cookie']}".encode()],
     }
-
-
-def record(name: str, figures: dict[str, object]) -> None:
-    out = ROOT / "var" / "reliability"
-    out.mkdir(parents=True, exist_ok=True)
-    Path(out / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
-    print(f"\n{name}: " + ", ".join(f"{k}={v}" for k, v in figures.items() if k != "accepted"))
 
 
 def test_no_foreign_origin_opens_a_socket(
@@ -165,7 +166,8 @@ def test_no_foreign_origin_opens_a_socket(
     }
     blocks.update({name: [host, *lines] for name, lines in smuggled_origin_lines(port).items()})
     blocks.update(rebinding_cases(port))
-    tried, accepted, statuses = 0, [], {}
+    tried, accepted = 0, []
+    statuses: dict[int, int] = {}
     for name, lines in blocks.items():
         for credential, credential_lines in credential_sets(principal).items():
             for path in paths:
@@ -174,7 +176,7 @@ def test_no_foreign_origin_opens_a_socket(
                 statuses[status] = statuses.get(status, 0) + 1
                 if status == 101:
                     accepted.append(f"{name} with {credential} on {path}: {status}")
-    record(
+    record_figures(
         "origin_matrix",
         {
             "origins_tried": len(blocks),
