@@ -126,7 +126,7 @@ def rebinding_cases(port: int) -> dict[str, list[bytes]]:
 
 
 @pytest.fixture(scope="module")
-def asgi_server(
+def origin_server(
     live_database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
     """One server for the module (the handshakes change nothing)."""
@@ -135,10 +135,10 @@ def asgi_server(
 
 
 @pytest.fixture(scope="module")
-def principal(asgi_server: LiveServer) -> dict[str, str]:
-    user = signup(asgi_server.http, password=PASSWORD)
-    peer = signup(asgi_server.http, password=PASSWORD)
-    user["cookie"] = session_login(asgi_server.http, user["account"], PASSWORD)
+def principal(origin_server: LiveServer) -> dict[str, str]:
+    user = signup(origin_server.http, password=PASSWORD)
+    peer = signup(origin_server.http, password=PASSWORD)
+    user["cookie"] = session_login(origin_server.http, user["account"], PASSWORD)
     user["peer"] = peer["account"]
     return user
 
@@ -152,12 +152,12 @@ def credential_sets(user: dict[str, str]) -> dict[str, list[bytes]]:
 
 
 def test_no_foreign_origin_opens_a_socket(
-    asgi_server: LiveServer, principal: dict[str, str]
+    origin_server: LiveServer, principal: dict[str, str]
 ) -> None:
     """Origins by credentials by both endpoints: no handshake is accepted (101). The
     application refuses with 403; the WebSocket layer (autobahn) answers 400 before it
     to what it cannot parse (a bad port, a duplicate ``Origin``, odd bytes)."""
-    port = asgi_server.port
+    port = origin_server.port
     host = f"Host: 127.0.0.1:{port}".encode()
     paths = ["/ws/inbox/", f"/ws/dm/{principal['peer']}/"]
     blocks: dict[str, list[bytes]] = {
@@ -190,11 +190,11 @@ def test_no_foreign_origin_opens_a_socket(
 
 
 def test_cookie_without_origin_is_refused_and_bearer_without_origin_is_not(
-    asgi_server: LiveServer, principal: dict[str, str]
+    origin_server: LiveServer, principal: dict[str, str]
 ) -> None:
     """The one exception PROTOCOL.md makes: no ``Origin`` at all (not a browser) is let
     through with a Bearer token, never with only a session cookie."""
-    port, host = asgi_server.port, f"Host: 127.0.0.1:{asgi_server.port}".encode()
+    port, host = origin_server.port, f"Host: 127.0.0.1:{origin_server.port}".encode()
     creds = credential_sets(principal)
     for path in ["/ws/inbox/", f"/ws/dm/{principal['peer']}/"]:
         assert handshake(port, path, [host, *creds["cookie"]]) == 403
@@ -213,11 +213,11 @@ def test_cookie_without_origin_is_refused_and_bearer_without_origin_is_not(
     ids=["127.0.0.1", "localhost"],
 )
 def test_the_servers_own_origin_is_accepted(
-    asgi_server: LiveServer, principal: dict[str, str], host_for: Callable[[int], str]
+    origin_server: LiveServer, principal: dict[str, str], host_for: Callable[[int], str]
 ) -> None:
     """The control: what a browser on the server's own page sends is accepted, with
     every kind of credentials (anonymous is accepted, then closed 4401)."""
-    port, host = asgi_server.port, host_for(asgi_server.port)
+    port, host = origin_server.port, host_for(origin_server.port)
     lines = [f"Host: {host}".encode(), f"Origin: http://{host}".encode()]
     for credential_lines in credential_sets(principal).values():
         for path in ["/ws/inbox/", f"/ws/dm/{principal['peer']}/"]:
