@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | cksum
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint typecheck pytest bench faults soak clean
+.PHONY: install run test lint typecheck pytest bench faults soak fuzz clean
 
 install: $(STAMP)
 
@@ -48,6 +48,17 @@ faults: install
 soak: install
 	@command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx >/dev/null; }
 	$(PY) -m reliability soak $(SOAK_ARGS)
+
+# Long fuzzing runs; make test runs short ones. Each prints its figures.
+# make fuzz FUZZ_FRAMES=20000 FUZZ_HTTP_EXAMPLES=300
+FUZZ_FRAMES ?= 10000
+FUZZ_HTTP_EXAMPLES ?= 100
+fuzz: install
+	FUZZ_FRAMES=$(FUZZ_FRAMES) $(VENV)/bin/pytest tests/reliability/test_fuzz_frames.py \
+		-k fuzzed -s -p no:cacheprovider --timeout 7200
+	FUZZ_HTTP_EXAMPLES=$(FUZZ_HTTP_EXAMPLES) FUZZ_HTTP_PHASES=examples,coverage,fuzzing,stateful \
+		$(VENV)/bin/pytest tests/reliability/test_fuzz_http.py -k every -s -p no:cacheprovider \
+		--timeout 7200
 
 clean:
 	rm -rf $(VENV) var/*.sqlite3* staticfiles .pytest_cache .mypy_cache .ruff_cache

@@ -1,12 +1,12 @@
 """The django-ninja side of authentication and errors, shared by every router."""
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse
 from django.http.multipartparser import MultiPartParserError
-from ninja import NinjaAPI
+from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer
 from ninja.utils import check_csrf
@@ -24,6 +24,36 @@ from decorators.errors import (
 logger = logging.getLogger(__name__)
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+class ErrorBody(Schema):
+    code: Literal[
+        "invalid",
+        "unauthenticated",
+        "forbidden",
+        "not_found",
+        "method_not_allowed",
+        "conflict",
+        "too_large",
+        "unsupported_media_type",
+        "rate_limited",
+        "internal",
+    ]
+    detail: str
+
+
+class ErrorOut(Schema):
+    """PROTOCOL.md's error envelope: ``{"error": {"code", "detail"}}``."""
+
+    error: ErrorBody
+
+
+def errors(*statuses: int) -> dict[int, type[ErrorOut]]:
+    """``response=`` entries documenting the error statuses an operation may answer.
+
+    Only documentation: errors are raised, and the handlers below write the envelope.
+    """
+    return dict.fromkeys(statuses, ErrorOut)
 
 
 class LoginCheck(HttpBearer):

@@ -7,11 +7,14 @@ from ninja import Query, Router, Schema, Status
 from ninja.decorators import decorate_view
 from pydantic import Field
 
+from decorators.api import errors
 from direct_messages import attachments, selectors, services
 from direct_messages.api_attachments import SEND_OPENAPI, limit_uploads, send_body_read
 from direct_messages.schemas import ReadIn
 
 router = Router(tags=["direct messages"])
+# 403: yourself, or a session request without its CSRF token.
+MANAGE_RESPONSES: dict[int, Any] = {204: None, **errors(401, 403, 404)}
 
 
 class InboxQuery(Schema):
@@ -28,14 +31,14 @@ class HistoryQuery(Schema):
     cursor: str | None = Field(None, max_length=40)
 
 
-@router.get("/inbox")
+@router.get("/inbox", response={200: dict, **errors(400, 401)})
 def inbox(request: HttpRequest, query: Query[InboxQuery]) -> dict[str, Any]:
     return selectors.inbox_list(
         user=request.user, folder=query.folder, cursor=query.cursor, limit=query.limit
     )
 
 
-@router.get("/dm/{account}/messages")
+@router.get("/dm/{account}/messages", response={200: dict, **errors(400, 401, 403, 404)})
 def messages(request: HttpRequest, account: str, query: Query[HistoryQuery]) -> dict[str, Any]:
     other = services.peer_resolve(request.user, account, allow_blocked=True)
     if query.q is not None:
@@ -47,7 +50,11 @@ def messages(request: HttpRequest, account: str, query: Query[HistoryQuery]) -> 
     )
 
 
-@router.post("/dm/{account}/messages", response={200: dict, 201: dict}, openapi_extra=SEND_OPENAPI)
+@router.post(
+    "/dm/{account}/messages",
+    response={200: dict, 201: dict, **errors(400, 401, 403, 404, 413, 415, 429)},
+    openapi_extra=SEND_OPENAPI,
+)
 @decorate_view(limit_uploads())
 def message_send(request: HttpRequest, account: str) -> Status:
     """Send a message: JSON (``attachment_ids`` of earlier uploads), or multipart/form-data
@@ -78,7 +85,7 @@ def message_send(request: HttpRequest, account: str) -> Status:
     return Status(201 if result.created else 200, result.payload)
 
 
-@router.post("/dm/{account}/read", response={204: None})
+@router.post("/dm/{account}/read", response={204: None, **errors(400, 401, 403, 404, 413)})
 def read(request: HttpRequest, account: str, payload: ReadIn) -> Status:
     services.room_mark_read(user=request.user, account=account, seq=payload.seq)
     return Status(204, None)
@@ -87,43 +94,43 @@ def read(request: HttpRequest, account: str, payload: ReadIn) -> Status:
 # --- Managing conversations ------------------------------------------------------------
 
 
-@router.post("/dm/{account}/accept", response={204: None})
+@router.post("/dm/{account}/accept", response=MANAGE_RESPONSES)
 def accept(request: HttpRequest, account: str) -> Status:
     services.conversation_accept(user=request.user, account=account)
     return Status(204, None)
 
 
-@router.post("/dm/{account}/mute", response={204: None})
+@router.post("/dm/{account}/mute", response=MANAGE_RESPONSES)
 def mute(request: HttpRequest, account: str) -> Status:
     services.conversation_mute(user=request.user, account=account, muted=True)
     return Status(204, None)
 
 
-@router.post("/dm/{account}/unmute", response={204: None})
+@router.post("/dm/{account}/unmute", response=MANAGE_RESPONSES)
 def unmute(request: HttpRequest, account: str) -> Status:
     services.conversation_mute(user=request.user, account=account, muted=False)
     return Status(204, None)
 
 
-@router.post("/dm/{account}/clear", response={204: None})
+@router.post("/dm/{account}/clear", response=MANAGE_RESPONSES)
 def clear(request: HttpRequest, account: str) -> Status:
     services.conversation_clear(user=request.user, account=account)
     return Status(204, None)
 
 
-@router.post("/users/{account}/block", response={204: None})
+@router.post("/users/{account}/block", response=MANAGE_RESPONSES)
 def block(request: HttpRequest, account: str) -> Status:
     services.user_block(user=request.user, account=account)
     return Status(204, None)
 
 
-@router.post("/users/{account}/unblock", response={204: None})
+@router.post("/users/{account}/unblock", response=MANAGE_RESPONSES)
 def unblock(request: HttpRequest, account: str) -> Status:
     services.user_unblock(user=request.user, account=account)
     return Status(204, None)
 
 
-@router.get("/users/{account}/presence")
+@router.get("/users/{account}/presence", response={200: dict, **errors(401, 403, 404)})
 def presence(request: HttpRequest, account: str) -> dict[str, Any]:
     return services.presence_get(viewer=request.user, account=account)
 
@@ -134,7 +141,7 @@ class SearchQuery(Schema):
     cursor: str | None = Field(None, max_length=40)
 
 
-@router.get("/search")
+@router.get("/search", response={200: dict, **errors(400, 401)})
 def search(request: HttpRequest, query: Query[SearchQuery]) -> dict[str, Any]:
     return selectors.message_search(
         user=request.user, text=query.q, cursor=query.cursor, limit=query.limit

@@ -34,6 +34,7 @@ from ninja import Router, Status
 from ninja.decorators import decorate_view
 from pydantic import ValidationError as PydanticValidationError
 
+from decorators.api import errors
 from direct_messages.attachments import LimitedUploadHandler, attachment_create
 from direct_messages.conf import dm_setting
 from direct_messages.errors import Invalid, NotFound, TooLarge
@@ -163,8 +164,13 @@ def _validate(model: type[MessageSendIn], data: dict[str, Any]) -> MessageSendIn
 
 # --- Routes ----------------------------------------------------------------------------
 
+# 200: the bytes; 302: a short-lived signed URL (object storage).
+DOWNLOAD_RESPONSES: dict[int, Any] = {200: None, 302: None, **errors(401, 404)}
 
-@router.post("", response={201: dict}, openapi_extra=UPLOAD_OPENAPI)
+
+@router.post(
+    "", response={201: dict, **errors(400, 401, 403, 413, 415)}, openapi_extra=UPLOAD_OPENAPI
+)
 @decorate_view(limit_uploads(max_files=1))
 def attachment_upload(request: HttpRequest) -> Status:
     """Store one file (multipart field ``file``), owned by the caller, in no message yet."""
@@ -176,13 +182,13 @@ def attachment_upload(request: HttpRequest) -> Status:
     return Status(201, attachment_out(attachment))
 
 
-@router.get("/{int:attachment_id}/file")
+@router.get("/{int:attachment_id}/file", response=DOWNLOAD_RESPONSES)
 def attachment_file(request: HttpRequest, attachment_id: int) -> HttpResponseBase:
     attachment = attachment_for_viewer(request.user, attachment_id)
     return serve_stored(request, attachment.file.name, attachment.content_type, attachment.name)
 
 
-@router.get("/{int:attachment_id}/thumbnail")
+@router.get("/{int:attachment_id}/thumbnail", response=DOWNLOAD_RESPONSES)
 def attachment_thumbnail(request: HttpRequest, attachment_id: int) -> HttpResponseBase:
     attachment = attachment_for_viewer(request.user, attachment_id)
     if not attachment.thumbnail.name:

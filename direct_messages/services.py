@@ -30,16 +30,19 @@ from direct_messages.realtime import Event, broadcast_on_commit
 from direct_messages.rooms import inbox_group, pair_room_key
 from direct_messages.schemas import check_message_text, conversation_out, isotime, message_out
 from direct_messages.signals import message_sent
-from users.accounts import normalize_account
+from users.accounts import is_valid_account, normalize_account
 
 # --- Resolving the other side -----------------------------------------------------------
 
 
 def user_by_account(account: str) -> Any:
+    account = normalize_account(account)
+    if not is_valid_account(account):  # no such account; a NUL would fail the query
+        raise NotFound(f"no account {account[:40]!r}")
     try:
-        return get_user_model().objects.get(account=normalize_account(account), is_active=True)
+        return get_user_model().objects.get(account=account, is_active=True)
     except get_user_model().DoesNotExist as exc:
-        raise NotFound(f"no account {normalize_account(account)!r}") from exc
+        raise NotFound(f"no account {account!r}") from exc
 
 
 def is_blocked(user_a_id: int, user_b_id: int) -> bool:

@@ -41,6 +41,13 @@ class SignupIn(Schema):
             )
         return value
 
+    @field_validator("name")
+    @classmethod
+    def name_has_no_nul(cls, value: str) -> str:
+        if "\x00" in value:  # PostgreSQL cannot store it in text
+            raise ValueError("must not contain NUL (U+0000)")
+        return value
+
 
 class TokenIn(Schema):
     account: str = Field(max_length=64)

@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from decorators.errors import Conflict, Invalid, Unauthenticated
-from users.accounts import normalize_account
+from users.accounts import is_valid_account, normalize_account
 
 
 def user_signup(*, account: str, password: str, name: str = "") -> Any:
@@ -28,7 +28,10 @@ def user_signup(*, account: str, password: str, name: str = "") -> Any:
 
 
 def user_check_password(*, account: str, password: str) -> Any:
-    user = password_authenticate(account=normalize_account(account), password=password)
+    account = normalize_account(account)
+    # Not a handle (a NUL, say, which PostgreSQL refuses in a query): no such account.
+    valid = is_valid_account(account)
+    user = password_authenticate(account=account, password=password) if valid else None
     if user is None:
         raise Unauthenticated("wrong account or password")
     return user

@@ -366,6 +366,7 @@ class Fuzzer:
             proxy=None,
             max_size=None,
             ping_interval=None,
+            legacy=True,  # a plain connection object: reconnects replace it
         )
         joined = json.loads(ws.recv(timeout=10))
         assert joined["type"] == "room.joined", joined
