@@ -108,7 +108,8 @@ def run_schemathesis(server: LiveServer, world: dict[str, Any], report: Path) ->
     ]
     if "FUZZ_HTTP_EXAMPLES" not in os.environ:
         command += ["--seed", "8"]  # the short run is the same every time
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    # Run elsewhere than the checkout: schemathesis keeps a .schemathesis/ cache there.
+    done = subprocess.run(command, cwd=report.parent, env=env, capture_output=True, text=True)
     return done.stdout + done.stderr
 
 
