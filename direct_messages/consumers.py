@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
+CLOSE_TOO_MANY_SOCKETS = 4429
 LAYER_RETRY_MAX_SECONDS = 2.0
 
 
@@ -146,17 +147,32 @@ class FrameConsumer(AsyncWebsocketConsumer):
                 await self._rejoin()
             await presence.store().refresh(self.user.pk, self.presence_id)
 
+    async def admit(self) -> bool:
+        """Count this socket among the user's open sockets (in every process, with Redis);
+        past ``MAX_SOCKETS_PER_USER`` close it with 4429 and return False."""
+        conn = self.channel_name or f"local-{id(self)}"
+        count = await presence.store().connect(self.user.pk, conn)
+        cap = dm_setting("MAX_SOCKETS_PER_USER")
+        if count is not None and cap and count > cap:
+            await presence.store().disconnect(self.user.pk, conn)
+            await self.close(code=CLOSE_TOO_MANY_SOCKETS)
+            return False
+        self.presence_id = conn
+        self.first_socket = count == 1
+        return True
+
     async def start_presence(self) -> None:
-        """Count this socket as the user being online, and keep it counted."""
-        self.presence_id = self.channel_name or f"local-{id(self)}"
+        """Tell partners the user came online (first socket), and keep this one counted."""
         self._heartbeat_task = asyncio.create_task(self._heartbeat())
-        if await presence.store().connect(self.user.pk, self.presence_id):
+        if self.first_socket:
             await self.call(services.presence_changed, user=self.user, online=True)
 
     async def stop_presence(self) -> None:
-        if getattr(self, "presence_id", None) is None:
+        conn = getattr(self, "presence_id", None)
+        if conn is None:
             return
-        if await presence.store().disconnect(self.user.pk, self.presence_id):
+        last = await presence.store().disconnect(self.user.pk, conn)
+        if last and self._heartbeat_task is not None:  # announced online, so announce offline
             await self.call(services.presence_changed, user=self.user, online=False)
 
     async def layer_recovered(self, event: dict[str, Any]) -> None:
@@ -178,8 +194,17 @@ class FrameConsumer(AsyncWebsocketConsumer):
 
     # --- frames ------------------------------------------------------------------------
 
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        self.closed_by_us = True
+        await super().close(code=code, reason=reason)
+
+    async def websocket_receive(self, message: dict[str, Any]) -> None:
+        if not getattr(self, "closed_by_us", False):  # else a frame that crossed our close
+            await super().websocket_receive(message)
+
     async def send_json(self, content: dict[str, Any]) -> None:
-        await self.send(text_data=orjson.dumps(content).decode())
+        if not getattr(self, "closed_by_us", False):  # the server would refuse to send it
+            await self.send(text_data=orjson.dumps(content).decode())
 
     async def send_error(self, exc: ApiError, ref: Any = None) -> None:
         await self.send_json({"type": "error", "code": exc.code, "detail": exc.detail, "ref": ref})
@@ -230,14 +255,15 @@ class FrameConsumer(AsyncWebsocketConsumer):
         return values[0] if values else None
 
     async def close_unauthenticated(self) -> bool:
-        """Accept, then close with 4401 if the scope has no user; True if closed."""
+        """Accept, then close with 4401 if the scope has no user, or 4429 if the user has
+        too many sockets open; True if closed."""
         await self.accept()
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return True
         self.user = user
-        return False
+        return not await self.admit()
 
 
 class DirectMessageConsumer(FrameConsumer):
@@ -248,7 +274,16 @@ class DirectMessageConsumer(FrameConsumer):
     (replay overlapping live events) is dropped; a gap (events out of order, or lost
     by the layer) is filled from the database, which always has every seq below a
     committed one, because seqs are allocated under the room's lock.
+
+    The layer may also drop the *newest* events (channels-redis keeps at most
+    ``capacity`` pending events per process: a process that stalls or falls behind
+    loses the rest), and then no later event reveals the gap. So once a conversation
+    goes quiet for ``TAIL_CHECK_SECONDS`` after a ``message.new``, the socket looks at
+    the database once more. ``delivering`` serialises that check with the handlers.
     """
+
+    TAIL_CHECK_SECONDS = 1.0
+    _tail_task: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
         if await self.close_unauthenticated():
@@ -264,6 +299,7 @@ class DirectMessageConsumer(FrameConsumer):
             await self.close(code=CLOSE_FORBIDDEN)
             return
         self.room_key = pair_room_key(self.user.pk, self.other.pk)
+        self.delivering = asyncio.Lock()
         await self.join(self.room_key)
         state = await in_thread(selectors.room_state)(self.user, self.other)
         self.room_id: int | None = state["room_id"]
@@ -292,9 +328,10 @@ class DirectMessageConsumer(FrameConsumer):
         """Send every message with seq > ``after`` from the database, then ``sync.done``."""
         if after < 0:
             raise Invalid("after: must be at least 0")
-        self.high, self.ahead = max(after, self.cleared_seq), set()
-        await self.fill_gap(upto=None)
-        await self.send_json({"type": "sync.done", "last_seq": self.high})
+        async with self.delivering:
+            self.high, self.ahead = max(after, self.cleared_seq), set()
+            await self.fill_gap(upto=None)
+            await self.send_json({"type": "sync.done", "last_seq": self.high})
 
     async def fill_gap(self, upto: int | None) -> None:
         while True:
@@ -377,13 +414,31 @@ class DirectMessageConsumer(FrameConsumer):
         await self.replay(frame.after)
 
     async def disconnect(self, code: int) -> None:
+        if self._tail_task is not None:
+            self._tail_task.cancel()
         if getattr(self, "typing_active", False):
             await self.broadcast_typing(False)
 
     # --- group events --------------------------------------------------------------------
 
     async def message_new(self, event: dict[str, Any]) -> None:
-        await self.deliver(event["message"])
+        async with self.delivering:
+            await self.deliver(event["message"])
+        loop = asyncio.get_running_loop()
+        self._quiet_at = loop.time() + self.TAIL_CHECK_SECONDS
+        if self._tail_task is None or self._tail_task.done():
+            self._tail_task = asyncio.create_task(self._check_tail())
+
+    async def _check_tail(self) -> None:
+        """Fill what the layer dropped after the last event, once things are quiet."""
+        loop = asyncio.get_running_loop()
+        while (delay := self._quiet_at - loop.time()) > 0:
+            await asyncio.sleep(delay)
+        try:
+            async with self.delivering:
+                await self.fill_gap(upto=None)
+        except Exception as exc:  # the database is down: the next event tries again
+            logger.warning("tail check failed for %s: %r", self.room_key, exc)
 
     async def message_updated(self, event: dict[str, Any]) -> None:
         await self.send_json(event)
@@ -404,7 +459,8 @@ class DirectMessageConsumer(FrameConsumer):
         await self.close(code=CLOSE_FORBIDDEN)
 
     async def layer_recovered(self, event: dict[str, Any]) -> None:
-        await self.fill_gap(upto=None)
+        async with self.delivering:
+            await self.fill_gap(upto=None)
 
 
 class InboxConsumer(FrameConsumer):

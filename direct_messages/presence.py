@@ -29,11 +29,11 @@ class MemoryPresence:
         self._lock = threading.Lock()
         self._connections: dict[int, set[str]] = {}
 
-    async def connect(self, user_id: int, conn: str) -> bool:
+    async def connect(self, user_id: int, conn: str) -> int | None:
         with self._lock:
             conns = self._connections.setdefault(user_id, set())
             conns.add(conn)
-            return len(conns) == 1
+            return len(conns)
 
     async def disconnect(self, user_id: int, conn: str) -> bool:
         with self._lock:
@@ -88,8 +88,9 @@ class RedisPresence:
             logger.warning("presence not updated, Redis unavailable: %r", exc)
             return None
 
-    async def connect(self, user_id: int, conn: str) -> bool:
-        return await self._count_after(user_id, "add", conn) == 1
+    async def connect(self, user_id: int, conn: str) -> int | None:
+        """The user's open sockets, this one included (None if Redis is down)."""
+        return await self._count_after(user_id, "add", conn)
 
     async def disconnect(self, user_id: int, conn: str) -> bool:
         return await self._count_after(user_id, "rem", conn) == 0
