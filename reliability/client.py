@@ -228,7 +228,7 @@ class Sender(Peer):
     role = "sender"
 
     def __init__(
-        self, *args: Any, ack_timeout: float = 3.0, window: int = 20, **kwargs: Any
+        self, *args: Any, ack_timeout: float = 3.0, window: int = 5, **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
         self.ack_timeout = ack_timeout
@@ -317,7 +317,7 @@ class Recipient(Peer):
     def __init__(
         self,
         *args: Any,
-        ping_every: float = 1.0,
+        ping_every: float = 2.0,
         stall_timeout: float = 10.0,
         **kwargs: Any,
     ) -> None:
@@ -413,10 +413,10 @@ class Load:
             self.senders.append(sender)
             self.recipients.append(recipient)
         self.tasks = [asyncio.create_task(p.run()) for p in [*self.senders, *self.recipients]]
-        deadline = now() + 30
+        deadline = now() + 90  # a busy shared machine can take long for many handshakes
         while not all(p.ready for p in [*self.senders, *self.recipients]):
             if now() > deadline:
-                raise TimeoutError("clients did not connect within 30 s")
+                raise TimeoutError("clients did not connect within 90 s")
             for task in self.tasks:
                 if task.done():
                     task.result()
@@ -535,7 +535,22 @@ def reconcile(load: Load, http_base: str) -> dict[str, Any]:
     delivered = [m for m in msgs if m.delivered_at is not None]
     stored = sum(m.client_id in stored_ids for m in msgs)
     delivery_dups = sum(max(0, m.deliveries - 1) for m in msgs)
+    undelivered = [m for m in msgs if m.delivered_at is None][:20]
+    lost_detail = [
+        {
+            "pair": m.pair,
+            "index": m.index,
+            "seq": m.ack_seq,
+            "created_s": round(m.created - load.started, 3),
+            "acked_s": None if m.ack_at is None else round(m.ack_at - load.started, 3),
+            "recipient_high": load.recipients[m.pair].high,
+            "recipient_connections": load.recipients[m.pair].generation,
+            "recipient_server": load.recipients[m.pair].endpoint.current,
+        }
+        for m in undelivered
+    ]
     return {
+        "lost_detail": lost_detail,
         "sent": sent,
         "acked": acked,
         "stored": stored,

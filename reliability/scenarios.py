@@ -117,6 +117,7 @@ async def run_with_fault(
     result = await asyncio.to_thread(reconcile, load, http_base())
     result["drained"] = drained
     result["plan"] = asdict(plan)
+    result["load_average_1m"] = round(os.getloadavg()[0], 1)  # a shared machine's noise
     t0 = load.started
     if window is not None:
         start, end = window
@@ -329,6 +330,7 @@ def soak(
         + _db_kind(database_url)
     )
     result["samples"] = samples
+    result["load_average_1m"] = round(os.getloadavg()[0], 1)
     result["summary"] = soak_summary(samples, len(servers))
     return result
 
