@@ -443,7 +443,7 @@ def _send_components(sender: Any, account: str, n: int) -> dict[str, float]:
             sender, other, uuid.uuid4()
         ),
         "room_get_or_create (room query)": lambda: services.room_get_or_create(sender, other),
-        "ratelimit.send_rate_check": lambda: ratelimit.send_rate_check(sender.pk),
+        "ratelimit.send_rate_acquire": lambda: ratelimit.send_rate_acquire(sender.pk),
     }
     out = {}
     for name, step in steps.items():

@@ -2,7 +2,9 @@
 configured, so they hold across processes; in process memory otherwise (the embedded,
 single-process default).
 
-Only accepted sends are recorded, so refused frames and retries never count.
+A send takes its place in the window before it is stored (checked and taken in one
+step, so concurrent sends cannot overshoot) and gives it back if it is refused or turns
+out to be a retry: only stored messages count.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import logging
 import threading
 import time
 import uuid
-from collections import defaultdict, deque
+from collections import defaultdict
 from functools import cache
 from typing import Any
 
@@ -31,18 +33,22 @@ def _redis() -> Any:
 class _MemoryWindow:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._hits: dict[int, deque[float]] = defaultdict(deque)
+        self._hits: dict[int, dict[str, float]] = defaultdict(dict)
 
-    def count(self, user_id: int, now: float, window: float) -> tuple[int, float]:
+    def acquire(self, user_id: int, now: float, window: float, limit: int, token: str) -> float:
+        """Take a place (0.0), or return the oldest place's time if the window is full."""
         with self._lock:
             hits = self._hits[user_id]
-            while hits and hits[0] <= now - window:
-                hits.popleft()
-            return len(hits), (hits[0] if hits else now)
+            for old in [t for t, at in hits.items() if at <= now - window]:
+                del hits[old]
+            if len(hits) >= limit:
+                return min(hits.values())
+            hits[token] = now
+            return 0.0
 
-    def add(self, user_id: int, now: float) -> None:
+    def release(self, user_id: int, token: str) -> None:
         with self._lock:
-            self._hits[user_id].append(now)
+            self._hits[user_id].pop(token, None)
 
     def clear(self) -> None:
         with self._lock:
@@ -51,45 +57,63 @@ class _MemoryWindow:
 
 memory_window = _MemoryWindow()
 
+# Check and take a place in one step (so concurrent sends cannot overshoot the limit),
+# in one round trip: {1} when taken, {0, oldest} when the window is full.
+_ACQUIRE_LUA = """
+local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+    return {0, redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]}
+end
+redis.call('ZADD', KEYS[1], now, ARGV[4])
+redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000) + 1000)
+return {1}
+"""
+
+
+@cache
+def _acquire_script() -> Any:
+    return _redis().register_script(_ACQUIRE_LUA)
+
 
 def _key(user_id: int) -> str:
     return f"dm:sendrate:{user_id}"
 
 
-def send_rate_check(user_id: int) -> None:
-    """Raise :class:`RateLimited` when ``user_id`` has used up the window."""
+def send_rate_acquire(user_id: int) -> str | None:
+    """Take one of ``user_id``'s places in the window, or raise :class:`RateLimited`.
+
+    Returns the place's token: give it back with :func:`send_rate_release` if the send
+    is then refused or turns out to be a retry, so that only stored messages count.
+    """
     limit, window = dm_setting("SEND_RATE_LIMIT"), dm_setting("SEND_RATE_WINDOW_SECONDS")
-    now = time.time()
+    now, token = time.time(), uuid.uuid4().hex
     if dm_setting("REDIS_URL"):
         try:
-            pipe = _redis().pipeline()
-            pipe.zremrangebyscore(_key(user_id), 0, now - window)
-            pipe.zcard(_key(user_id))
-            pipe.zrange(_key(user_id), 0, 0, withscores=True)
-            _, count, oldest = pipe.execute()
-            first = oldest[0][1] if oldest else now
+            script = _acquire_script()
+            taken, *oldest = script(keys=[_key(user_id)], args=[now, window, limit, token])
         except Exception as exc:  # Redis down: fail open, the database still works
             logger.warning("send rate limit skipped, Redis unavailable: %r", exc)
-            return
+            return None
+        first = 0.0 if taken else float(oldest[0])
     else:
-        count, first = memory_window.count(user_id, now, window)
-    if count >= limit:
+        first = memory_window.acquire(user_id, now, window, limit, token)
+    if first:
         retry_after = max(1, int(first + window - now + 0.999))
         raise RateLimited(f"at most {limit} messages per {window} seconds", retry_after=retry_after)
+    return token
 
 
-def send_rate_record(user_id: int) -> None:
-    now = time.time()
+def send_rate_release(user_id: int, token: str | None) -> None:
+    if token is None:
+        return
     if dm_setting("REDIS_URL"):
         try:
-            pipe = _redis().pipeline()
-            pipe.zadd(_key(user_id), {f"{now}:{uuid.uuid4().hex[:8]}": now})
-            pipe.expire(_key(user_id), int(dm_setting("SEND_RATE_WINDOW_SECONDS")) + 1)
-            pipe.execute()
+            _redis().zrem(_key(user_id), token)
         except Exception as exc:
-            logger.warning("send rate not recorded, Redis unavailable: %r", exc)
+            logger.warning("send rate place not given back, Redis unavailable: %r", exc)
     else:
-        memory_window.add(user_id, now)
+        memory_window.release(user_id, token)
 
 
 # --- typing ----------------------------------------------------------------------------

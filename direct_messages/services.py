@@ -156,7 +156,7 @@ def message_send(
     if not text.strip() and not ids:
         raise Invalid("message: an empty message needs attachments")
     try:
-        ratelimit.send_rate_check(sender.pk)
+        place = ratelimit.send_rate_acquire(sender.pk)
     except RateLimited:
         existing = _existing_send(sender, other, client_id)  # retries never count
         if existing is None:
@@ -165,18 +165,20 @@ def message_send(
     key = pair_room_key(sender.pk, other.pk)
     try:
         try:
-            result = _message_insert(key, sender, other, client_id, text, ids, reply_to)
+            return _message_insert(key, sender, other, client_id, text, ids, reply_to)
         except Room.DoesNotExist:
             room_get_or_create(sender, other)
-            result = _message_insert(key, sender, other, client_id, text, ids, reply_to)
+            return _message_insert(key, sender, other, client_id, text, ids, reply_to)
     except IntegrityError:
+        ratelimit.send_rate_release(sender.pk, place)
         # (sender, client_id) is taken: a retry, or a concurrent retry that won.
         existing = _existing_send(sender, other, client_id)
         if existing is None:
             raise
         return existing
-    ratelimit.send_rate_record(sender.pk)
-    return result
+    except BaseException:
+        ratelimit.send_rate_release(sender.pk, place)  # refused: it does not count
+        raise
 
 
 @transaction.atomic

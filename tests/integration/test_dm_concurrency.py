@@ -90,3 +90,40 @@ def test_concurrent_retries_of_one_client_id_store_one_message(alice, bob):
     assert len({r.message.pk for r in results}) == 1
     assert sum(r.created for r in results) == 1
     assert DirectMessage.objects.count() == 1
+
+
+def test_concurrent_sends_never_exceed_the_rate_limit(alice, bob, settings):
+    """The window is checked and taken in one step: 12 sends racing for 5 places get 5."""
+    from direct_messages.errors import RateLimited
+
+    settings.DIRECT_MESSAGES = {**settings.DIRECT_MESSAGES, "SEND_RATE_LIMIT": 5}
+
+    def send(i):
+        def call():
+            try:
+                return services.message_send(
+                    sender=alice, account="bob", client_id=uuid.uuid4(), text=f"race {i}"
+                )
+            except RateLimited:
+                return None
+
+        return call
+
+    results = run_concurrently([send(i) for i in range(12)])
+    assert sum(r is not None for r in results) == 5
+    assert DirectMessage.objects.count() == 5
+
+
+def test_a_refused_send_gives_its_rate_limit_place_back(alice, bob, settings):
+    from direct_messages.errors import Invalid, RateLimited
+
+    settings.DIRECT_MESSAGES = {**settings.DIRECT_MESSAGES, "SEND_RATE_LIMIT": 2}
+    services.message_send(sender=alice, account="bob", client_id=uuid.uuid4(), text="one")
+    for _ in range(3):  # refused inside the transaction: they must not count
+        with pytest.raises(Invalid):
+            services.message_send(
+                sender=alice, account="bob", client_id=uuid.uuid4(), text="x", reply_to=10**9
+            )
+    services.message_send(sender=alice, account="bob", client_id=uuid.uuid4(), text="two")
+    with pytest.raises(RateLimited):
+        services.message_send(sender=alice, account="bob", client_id=uuid.uuid4(), text="three")
