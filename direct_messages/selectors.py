@@ -200,17 +200,24 @@ def message_search(
         room_id, cleared_seq = found
         qs = DirectMessage.objects.filter(room_id=room_id, seq__gt=cleared_seq)
         key, order = "seq", "-seq"
-    else:
-        # A semi-join on the membership, not a join through Room: one probe per room.
+    elif connection.vendor == "postgresql":
+        # A semi-join on the membership, and never a walk of the primary key backwards
+        # through everyone's messages hoping to meet 51 of mine (the planner's choice
+        # when a word looks common): with many users that reads the whole table. With
+        # ``id + 0`` both plans left are bounded by what is mine: my rooms' messages,
+        # or the GIN index's hits for rare words.
         mine = RoomMember.objects.filter(
             room_id=OuterRef("room_id"), user=user, cleared_seq__lt=OuterRef("seq")
         )
         qs = DirectMessage.objects.filter(Exists(mine))
-        # On PostgreSQL, never walk the primary key backwards through everyone's messages
-        # hoping to meet 51 of mine (its estimate when a word looks common): with many
-        # users that reads the whole table. ``id + 0`` leaves two plans, both bounded by
-        # what is mine: my rooms' messages, or the GIN index's hits for rare words.
-        key, order = "pk", (F("pk") + 0).desc() if connection.vendor == "postgresql" else "-pk"
+        key, order = "pk", (F("pk") + 0).desc()
+    else:
+        # SQLite drives this join from my memberships. One filter() call: the member
+        # join and its cleared_seq refer to the same row.
+        qs = DirectMessage.objects.filter(
+            room__members__user=user, seq__gt=F("room__members__cleared_seq")
+        )
+        key, order = "pk", "-pk"
     qs = qs.filter(unsent_at__isnull=True)
     if after is not None:
         qs = qs.filter(**{f"{key}__lt": after})
