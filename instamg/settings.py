@@ -134,7 +134,7 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": (
-                "channels_redis.pubsub.RedisPubSubChannelLayer"
+                "direct_messages.layers.BoundedPubSubChannelLayer"
                 if CHANNEL_LAYER == "pubsub"
                 else "channels_redis.core.RedisChannelLayer"
             ),

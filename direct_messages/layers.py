@@ -1,0 +1,51 @@
+"""Redis pub/sub channel layer with a bounded queue per socket.
+
+``channels_redis.pubsub.RedisPubSubChannelLayer`` needs a third of the Redis commands of
+``RedisChannelLayer`` per message and sustains more messages a second (bench/RESULTS.md),
+but it queues events for each consumer in an unbounded ``asyncio.Queue``: a client that
+stops reading (the server then stops sending to it, as uvicorn does) makes the server
+hold everything sent to it. This layer keeps at most ``capacity`` events per consumer
+and drops the oldest past that, as ``RedisChannelLayer``'s capacity does. Nothing is
+lost for good: the consumer refills a gap in ``seq`` from the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from channels_redis.pubsub import RedisPubSubChannelLayer
+
+
+class DropOldestQueue(asyncio.Queue[Any]):
+    def put_nowait(self, item: Any) -> None:
+        if self.full():
+            self.get_nowait()
+        super().put_nowait(item)
+
+
+class _BoundedQueues(dict[str, Any]):
+    """The loop layer's channel -> queue map, with every new queue bounded."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+
+    def __setitem__(self, channel: str, queue: Any) -> None:
+        if type(queue) is asyncio.Queue:
+            queue = DropOldestQueue(maxsize=self.capacity)
+        super().__setitem__(channel, queue)
+
+
+class BoundedPubSubChannelLayer(RedisPubSubChannelLayer):
+    def __init__(self, *args: Any, capacity: int = 100, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.capacity = capacity
+
+    def _get_layer(self) -> Any:
+        layer = super()._get_layer()
+        if not isinstance(layer.channels, _BoundedQueues):
+            bounded = _BoundedQueues(self.capacity)
+            bounded.update(layer.channels)
+            layer.channels = bounded
+        return layer
