@@ -129,7 +129,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer ------------------------------------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "")
-CHANNEL_LAYER = os.environ.get("CHANNEL_LAYER", "redis")  # "redis" or "pubsub"
+# "pubsub": Redis publish/subscribe with a bounded queue per socket (direct_messages.layers),
+# a third of the Redis commands per message; "redis": channels-redis' list-based layer.
+CHANNEL_LAYER = os.environ.get("CHANNEL_LAYER", "pubsub")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {

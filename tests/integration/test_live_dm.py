@@ -179,10 +179,11 @@ async def test_two_processes_share_delivery_through_redis(asgi_server_factory, r
         await ws.close()
 
 
+@pytest.mark.parametrize("layer", ["pubsub", "redis"])
 async def test_redis_outage_sends_still_acked_and_nothing_is_lost(
-    asgi_server_factory, private_redis
+    asgi_server_factory, private_redis, layer
 ):
-    server = asgi_server_factory(private_redis.url)
+    server = asgi_server_factory(private_redis.url, CHANNEL_LAYER=layer)
     alice, bob = signup(server.http), signup(server.http)
     alice_ws, _ = await open_dm(server, alice, bob)
     bob_ws, _ = await open_dm(server, bob, alice)

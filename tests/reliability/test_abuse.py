@@ -240,18 +240,15 @@ async def _edit_flood(server: Any, sender: dict[str, Any], to: str, count: int) 
                 updated += 1
 
 
-@pytest.mark.parametrize("layer", ["default", "pubsub"])
+@pytest.mark.parametrize("layer", ["pubsub", "redis"])
 async def test_a_client_that_never_reads_costs_the_production_server_bounded_memory(
     asgi_server_factory, redis_url, layer
 ):
     """uvicorn (the documented production server) applies backpressure: a socket whose
     reader stopped holds at most the transport's buffers, and the channel layer keeps at
-    most 100 events for it (``RedisChannelLayer``'s capacity, and our bounded pub/sub
-    layer's), dropping the rest."""
-    extra = {"CHANNEL_LAYER": "pubsub"} if layer == "pubsub" else {}
-    server = asgi_server_factory(
-        redis_url if layer == "pubsub" else None, server="uvicorn", **extra
-    )
+    most 100 events for it (our bounded pub/sub layer, and ``RedisChannelLayer``'s
+    capacity), dropping the rest."""
+    server = asgi_server_factory(redis_url, server="uvicorn", CHANNEL_LAYER=layer)
     alice, bob = signup(server.http), signup(server.http)
     raw = _raw_dm_socket(server, alice["account"], bob["token"])
     count = 1500  # 6 MB: more than the kernel's socket buffers can hold (4 MiB)

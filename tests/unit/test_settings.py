@@ -42,6 +42,7 @@ def test_database_url_selects_postgres_with_a_pool_and_no_persistent_connections
         "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/test",
         "REDIS_URL": "redis://127.0.0.1:6379/0",
     }
+    env.pop("CHANNEL_LAYER", None)
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
@@ -49,7 +50,7 @@ def test_database_url_selects_postgres_with_a_pool_and_no_persistent_connections
         "django.db.backends.postgresql",
         "0",
         "True",
-        "channels_redis.core.RedisChannelLayer",
+        "direct_messages.layers.BoundedPubSubChannelLayer",
     ], out.stderr
 
 
