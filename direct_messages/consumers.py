@@ -203,8 +203,18 @@ class FrameConsumer(AsyncWebsocketConsumer):
             await super().websocket_receive(message)
 
     async def send_json(self, content: dict[str, Any]) -> None:
-        if not getattr(self, "closed_by_us", False):  # the server would refuse to send it
-            await self.send(text_data=orjson.dumps(content).decode())
+        if getattr(self, "closed_by_us", False) or getattr(self, "client_gone", False):
+            return  # the server would refuse to send it
+        text = orjson.dumps(content).decode()
+        try:
+            await self.send(text_data=text)
+        except Exception as exc:
+            # The client closed while we still had frames for it (daphne raises autobahn's
+            # Disconnected, other servers an OSError); its websocket.disconnect follows.
+            # Raising here would crash the consumer and skip that cleanup (groups,
+            # presence, the per-user socket count).
+            self.client_gone = True
+            logger.debug("frame for a closed socket dropped: %r", exc)
 
     async def send_error(self, exc: ApiError, ref: Any = None) -> None:
         await self.send_json({"type": "error", "code": exc.code, "detail": exc.detail, "ref": ref})
