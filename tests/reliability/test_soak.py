@@ -43,6 +43,10 @@ def test_soak_with_churn_loses_nothing_and_leaks_nothing(stack, live_database_ur
         fds = s[f"server{i}_fds"]
         assert fds["max"] - fds["start"] <= 25, fds
         assert fds["after_close"] <= fds["start"] + 10, fds
+    # churn must not crash consumers (a crash skips their cleanup)
+    for log in stack.tmp.glob("daphne-*.log"):
+        text = log.read_text(errors="replace")
+        assert "Exception inside application" not in text, text[-3000:]
     if admin:
         pg = s["pg_connections"]
         pool = int(os.environ.get("DB_POOL_MAX_SIZE", "20"))
