@@ -230,6 +230,7 @@ async def _edit_flood(server: Any, sender: dict[str, Any], to: str, count: int) 
         f"{server.ws}/ws/dm/{to}/",
         additional_headers={"Authorization": f"Bearer {sender['token']}"},
         max_queue=None,
+        ping_interval=None,  # the flood is under test, not this client's keepalive
     ) as conn:
         await conn.send(
             json.dumps({"type": "message.send", "client_id": str(uuid.uuid4()), "message": "draft"})
