@@ -29,11 +29,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import random
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,6 +38,8 @@ from typing import Any
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
+
+from bench.loadgen import http_json
 
 TEXT = "reliability message"
 RECONNECT_BACKOFF_MIN = 0.1
@@ -467,25 +466,6 @@ class Load:
 
 
 # --- Reconciling with the database -----------------------------------------------------------
-
-
-def http_json(method: str, url: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            raw = response.read()
-            return response.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        try:
-            return exc.code, json.loads(raw) if raw else None
-        except ValueError:
-            return exc.code, raw[:200]
 
 
 def history(base: str, me: dict[str, Any], other: dict[str, Any]) -> list[dict[str, Any]]:
