@@ -70,6 +70,7 @@ class FrameConsumer(AsyncWebsocketConsumer):
         self.groups_wanted = set()
         self.layer_ok = True
         self.closing = False
+        self.send_closed = False  # we closed, or the client went while we were sending
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.channel_name = ""
         await self._new_channel()
@@ -195,15 +196,15 @@ class FrameConsumer(AsyncWebsocketConsumer):
     # --- frames ------------------------------------------------------------------------
 
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
-        self.closed_by_us = True
+        self.send_closed = True
         await super().close(code=code, reason=reason)
 
     async def websocket_receive(self, message: dict[str, Any]) -> None:
-        if not getattr(self, "closed_by_us", False):  # else a frame that crossed our close
+        if not self.send_closed:  # else a frame that crossed our close: nobody to answer
             await super().websocket_receive(message)
 
     async def send_json(self, content: dict[str, Any]) -> None:
-        if getattr(self, "closed_by_us", False) or getattr(self, "client_gone", False):
+        if self.send_closed:
             return  # the server would refuse to send it
         text = orjson.dumps(content).decode()
         try:
@@ -213,7 +214,7 @@ class FrameConsumer(AsyncWebsocketConsumer):
             # Disconnected, other servers an OSError); its websocket.disconnect follows.
             # Raising here would crash the consumer and skip that cleanup (groups,
             # presence, the per-user socket count).
-            self.client_gone = True
+            self.send_closed = True
             logger.debug("frame for a closed socket dropped: %r", exc)
 
     async def send_error(self, exc: ApiError, ref: Any = None) -> None:
