@@ -288,3 +288,40 @@ def test_a_malformed_multipart_body_is_400_not_500(alice, auth_client):
 def test_a_bad_search_cursor_is_invalid_not_500(alice, auth_client, cursor):
     response = auth_client(alice).get(f"/api/search?q=hi&cursor={cursor}")
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid"
+
+
+def test_a_send_is_four_statements_and_keeps_every_counter(alice, bob):
+    """The send transaction is the hot path: lock (with the block check), insert, room,
+    members. Its raw SQL must keep what the ORM version kept."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from direct_messages import services
+
+    services.message_send(sender=alice, recipient=bob, client_id=uuid.uuid4(), text="one")
+    services.message_send(sender=bob, recipient=alice, client_id=uuid.uuid4(), text="two")
+    with CaptureQueriesContext(connection) as queries:
+        result = services.message_send(
+            sender=alice, recipient=bob, client_id=uuid.uuid4(), text="three"
+        )
+    statements = [q["sql"].split()[0] for q in queries.captured_queries]
+    assert [s for s in statements if s not in ("BEGIN", "COMMIT")] == [
+        "SELECT",
+        "INSERT",
+        "UPDATE",
+        "UPDATE",
+    ]
+    assert result.created and result.message.seq == 3
+    stored = DirectMessage.objects.get(pk=result.message.pk)
+    assert (stored.seq, stored.message, stored.client_id) == (3, "three", result.message.client_id)
+    assert stored.created_at == result.message.created_at
+    room = Room.objects.get()
+    assert (room.last_seq, room.last_message_id) == (3, stored.pk)
+    assert room.last_activity_at == stored.created_at
+    mine, theirs = RoomMember.objects.get(user=alice), RoomMember.objects.get(user=bob)
+    assert (mine.last_read_seq, mine.unread_count, mine.is_request) == (3, 0, False)
+    # Bob answered, so his side is no request; he has read up to his own message.
+    assert (theirs.last_read_seq, theirs.unread_count, theirs.is_request) == (2, 1, False)
+    assert mine.visible and theirs.visible
+    assert mine.last_activity_at == theirs.last_activity_at == stored.created_at
+    assert result.payload["created_at"] == result.ack()["created_at"]
