@@ -434,6 +434,10 @@ def server_command(kind: str, port: int) -> list[str]:
             "warning",
             "--lifespan",
             "off",
+            # As the README's production command: compression costs CPU on every frame
+            # (and the floor does not compress either).
+            "--ws-per-message-deflate",
+            "false",
             "instamg.asgi:application",
         ]
     if kind == "daphne":

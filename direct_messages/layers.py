@@ -42,6 +42,27 @@ class BoundedPubSubChannelLayer(RedisPubSubChannelLayer):
         super().__init__(*args, **kwargs)
         self.capacity = capacity
 
+    async def group_send_many(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        """``group_send`` each (group, event), in order, in one round trip per Redis shard.
+
+        channels-redis publishes one event per round trip, each under its shard's lock,
+        so a send's three or four events queued every other publish of the process
+        behind them. Uses channels-redis 4.3's shard internals (the version is pinned).
+        """
+        layer = self._get_layer()
+        batches: dict[Any, list[tuple[str, bytes]]] = {}
+        for group, event in events:
+            channel = layer._get_group_channel_name(group)
+            batch = batches.setdefault(layer._get_shard(channel), [])
+            batch.append((channel, self.serialize(event)))
+        for shard, batch in batches.items():
+            async with shard._lock:
+                shard._ensure_redis()
+                pipe = shard._redis.pipeline(transaction=False)
+                for channel, data in batch:
+                    pipe.publish(channel, data)
+                await pipe.execute()
+
     def _get_layer(self) -> Any:
         layer = super()._get_layer()
         if not isinstance(layer.channels, _BoundedQueues):

@@ -58,12 +58,16 @@ async def publish(events: Iterable[Event]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    for group, event in events:
-        try:
-            await layer.group_send(group, event)
-        except Exception as exc:  # any layer failure: the database has the message
-            layer_health.failed(exc)
-            return
+    many = getattr(layer, "group_send_many", None)  # one round trip for all of them
+    try:
+        if many is not None:
+            await many(list(events))
+        else:
+            for group, event in events:
+                await layer.group_send(group, event)
+    except Exception as exc:  # any layer failure: the database has the message
+        layer_health.failed(exc)
+        return
     layer_health.succeeded()
 
 

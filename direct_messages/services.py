@@ -13,6 +13,7 @@ Concurrency rules, in one place:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from direct_messages import ratelimit, selectors
+from direct_messages import ratelimit, selectors, send_sql
 from direct_messages.conf import dm_setting
 from direct_messages.errors import Forbidden, Invalid, NotFound, RateLimited
 from direct_messages.models import Block, DirectMessage, DirectMessageAttachFiles, Room, RoomMember
@@ -185,59 +186,6 @@ def message_send(
         raise
 
 
-def _table(model: Any) -> str:
-    return connection.ops.quote_name(model._meta.db_table)
-
-
-def _db(model: Any, field: str, value: Any) -> Any:
-    """``value`` as ``model.field`` stores it on this database (UUIDs and datetimes
-    differ between SQLite and PostgreSQL)."""
-    return model._meta.get_field(field).get_db_prep_value(value, connection)
-
-
-# The send transaction is the hot path (bench/RESULTS.md): four statements in SQL the
-# ORM would build on every call at ~0.3 ms each. The room and both member rows are read
-# under the room's lock, which every writer of a room or its members takes first (on
-# PostgreSQL ``FOR UPDATE`` re-reads them at their newest; SQLite's IMMEDIATE
-# transaction holds the database's write lock from its BEGIN).
-_SEND_LOCK_SQL = """
-SELECT r.id, r.last_seq, m.id, m.user_id, m.unread_count, m.muted, m.is_request,
-       EXISTS (SELECT 1 FROM {block} b
-               WHERE (b.blocker_id = %s AND b.blocked_id = %s)
-                  OR (b.blocker_id = %s AND b.blocked_id = %s))
-FROM {room} r JOIN {member} m ON m.room_id = r.id
-WHERE r.key = %s
-"""
-_SEND_INSERT_SQL = """
-INSERT INTO {message} (room_id, sender_id, seq, message, client_id, created_at, reply_to_id)
-VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id
-"""
-_SEND_ROOM_SQL = """
-UPDATE {room} SET last_seq = %s, last_message_id = %s, last_activity_at = %s WHERE id = %s
-"""
-_SEND_MEMBERS_SQL = """
-UPDATE {member} SET
-    last_read_seq = CASE WHEN user_id = %s THEN %s ELSE last_read_seq END,
-    unread_count = CASE WHEN user_id = %s THEN 0 ELSE unread_count + 1 END,
-    is_request = CASE WHEN user_id = %s THEN %s ELSE is_request END,
-    last_activity_at = %s, visible = %s
-WHERE room_id = %s
-"""
-
-
-def _send_sql(template: str) -> str:
-    sql = template.format(
-        block=_table(Block),
-        room=_table(Room),
-        member=_table(RoomMember),
-        message=_table(DirectMessage),
-    )
-    if template is _SEND_LOCK_SQL and connection.features.has_select_for_update:
-        sql += "FOR UPDATE"
-    return sql
-
-
-@transaction.atomic
 def _message_insert(
     key: str,
     sender: Any,
@@ -247,51 +195,34 @@ def _message_insert(
     attachment_ids: list[int],
     reply_to_id: int | None,
 ) -> SendResult:
-    """The send transaction: lock the room, take the next seq, insert, claim, update."""
-    with connection.cursor() as cursor:
-        cursor.execute(_send_sql(_SEND_LOCK_SQL), [sender.pk, other.pk, other.pk, sender.pk, key])
-        rows = cursor.fetchall()
-        if not rows:
-            raise Room.DoesNotExist(key)
-        if rows[0][7]:
-            raise Forbidden("this conversation is blocked")
-        room = Room(id=rows[0][0], key=key, last_seq=rows[0][1] + 1)
-        members = {
-            user_id: RoomMember(
-                id=pk,
-                room=room,
-                user_id=user_id,
-                unread_count=unread,
-                muted=bool(muted),
-                is_request=bool(is_request),
-            )
-            for _, _, pk, user_id, unread, muted, is_request, _ in rows
-        }
-        reply_to = None
-        if reply_to_id is not None:
-            reply_to = (
-                DirectMessage.objects.select_related("sender")
-                .filter(pk=reply_to_id, room_id=room.pk)
-                .first()
-            )
-            if reply_to is None:
-                raise Invalid("reply_to: not a message of this conversation")
-        now = timezone.now()
-        stamp = _db(DirectMessage, "created_at", now)
-        cursor.execute(
-            _send_sql(_SEND_INSERT_SQL),
-            [
-                room.pk,
-                sender.pk,
-                room.last_seq,
-                text,
-                _db(DirectMessage, "client_id", client_id),
-                stamp,
-                reply_to_id,
-            ],
+    """Lock the room, take the next seq, insert, claim, update (:mod:`.send_sql`)."""
+    reply_to = None
+    if reply_to_id is not None:
+        reply_to = (
+            DirectMessage.objects.select_related("sender")
+            .filter(pk=reply_to_id, room__key=key)
+            .first()
         )
+        if reply_to is None:
+            raise Invalid("reply_to: not a message of this conversation")
+    now = timezone.now()
+    # On PostgreSQL a send without attachments is one statement: atomic by itself.
+    needs_atomic = attachment_ids or send_sql.needs_transaction() or connection.in_atomic_block
+    with transaction.atomic() if needs_atomic else contextlib.nullcontext():
+        with connection.cursor() as cursor:
+            rows, message_id = send_sql.message_store(
+                cursor,
+                key=key,
+                sender_id=sender.pk,
+                other_id=other.pk,
+                client_id=client_id,
+                text=text,
+                now=now,
+                reply_to_id=reply_to_id,
+            )
+        room = Room(id=rows[0][0], key=key, last_seq=rows[0][1] + 1)
         message = DirectMessage(
-            id=cursor.fetchone()[0],
+            id=message_id,
             room=room,
             sender=sender,
             seq=room.last_seq,
@@ -301,17 +232,22 @@ def _message_insert(
             reply_to=reply_to,
         )
         attachments = _attachments_claim(message, sender, attachment_ids)
-        cursor.execute(_send_sql(_SEND_ROOM_SQL), [message.seq, message.pk, stamp, room.pk])
-        cursor.execute(
-            _send_sql(_SEND_MEMBERS_SQL),
-            [sender.pk, message.seq, sender.pk, sender.pk, False, stamp, True, room.pk],
+    members = {
+        user_id: RoomMember(
+            id=pk,
+            room=room,
+            user_id=user_id,
+            unread_count=unread,
+            muted=muted,
+            is_request=is_request,
+            last_activity_at=now,
         )
+        for _, _, pk, user_id, unread, muted, is_request in rows
+    }
     mine, theirs = members[sender.pk], members[other.pk]
     had_unread = mine.unread_count > 0
     mine.unread_count, mine.is_request, mine.other = 0, False, other
     theirs.unread_count, theirs.other = theirs.unread_count + 1, sender
-    for member in (mine, theirs):
-        member.last_activity_at = now
     message._prefetched_objects_cache = {  # type: ignore[attr-defined]
         "attachments": attachments,
         "reactions": [],

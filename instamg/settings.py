@@ -118,11 +118,14 @@ elif _database["ENGINE"] == "django.db.backends.postgresql":
     # One test database per test process, so that concurrent runs never share one.
     _database["TEST"] = {"NAME": f"test_{_database['NAME']}_{os.getpid()}"}
     _database["OPTIONS"] = {
+        # Lets the send statement be prepared once per connection (direct_messages.
+        # send_sql). Django's own queries bind on the client and are never prepared.
+        "prepare_threshold": 5,
         "pool": {
             "min_size": env_int("DB_POOL_MIN_SIZE", 2),
             "max_size": env_int("DB_POOL_MAX_SIZE", 20),
             "timeout": 10,
-        }
+        },
     }
 DATABASES = {"default": _database}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
