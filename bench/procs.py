@@ -420,7 +420,7 @@ def migrate(stack: Stack, env: dict[str, str]) -> None:
     stack.run([PY, "manage.py", "migrate", "--noinput", "-v0"], env=env)
 
 
-def server_command(kind: str, port: int) -> list[str]:
+def server_command(kind: str, port: int, app: str = "instamg.asgi:application") -> list[str]:
     if kind == "uvicorn":
         return [
             PY,
@@ -438,16 +438,23 @@ def server_command(kind: str, port: int) -> list[str]:
             # (and the floor does not compress either).
             "--ws-per-message-deflate",
             "false",
-            "instamg.asgi:application",
+            app,
         ]
     if kind == "daphne":
-        return [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "instamg.asgi:application"]
+        return [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app]
     raise ValueError(f"unknown server {kind!r}")
 
 
-def start_server(stack: Stack, kind: str, env: dict[str, str], port: int | None = None) -> Server:
+def start_server(
+    stack: Stack,
+    kind: str,
+    env: dict[str, str],
+    port: int | None = None,
+    app: str = "instamg.asgi:application",
+) -> Server:
+    """The product (or, with ``app="bench.ceiling:application"``, the framework ceiling)."""
     port = port or free_port()
-    proc = stack.spawn(f"{kind}-{port}", server_command(kind, port), env)
+    proc = stack.spawn(f"{kind}-{port}", server_command(kind, port, app), env)
     try:
         wait_for_port(port, proc.popen, timeout=60)
     except Exception:

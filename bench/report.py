@@ -284,6 +284,11 @@ def latency_rows(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     emb = results.get("embedded")
     if emb:
         rows.append(("embedded (daphne, SQLite, in-memory)", emb["sweep"]))
+        if "ceiling_sweep" in emb:
+            rows.append(
+                ("ceiling: Channels relay, 1 daphne (SQLite, in-memory)", emb["ceiling_sweep"])
+            )
+            emb["ceiling_sweep"].setdefault("commit", "ceiling")
         rows.append(("floor, 1 process (SQLite, memory fan-out)", emb["floor_sweep"]))
         if "commit" in emb:
             emb["sweep"].setdefault("commit", emb["commit"])
@@ -294,6 +299,12 @@ def latency_rows(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
             rows.append((f"scaled {name} (2 procs, PostgreSQL)", cfg["sweep"]))
             if "commit" in cfg:
                 rows[-1][1].setdefault("commit", cfg["commit"])
+        if "ceiling_sweep" in sc:
+            server = sc["ceiling_sweep"].get("server", "uvicorn")
+            rows.append(
+                (f"ceiling: Channels relay, 2 {server} (PostgreSQL, pub/sub)", sc["ceiling_sweep"])
+            )
+            sc["ceiling_sweep"].setdefault("commit", "ceiling")
         rows.append(("floor, 2 processes (PostgreSQL, Redis pub/sub)", sc["floor_sweep"]))
         sc["floor_sweep"].setdefault("commit", "floor")
     return rows

@@ -26,6 +26,8 @@ from typing import Any
 from bench import loadgen, procs
 from bench.procs import PY, Server, Stack
 
+CEILING_APP = "bench.ceiling:application"
+
 
 def say(*args: Any) -> None:
     print("bench:", *args, file=sys.stderr, flush=True)
@@ -240,6 +242,13 @@ def embedded(stack: Stack, opts: Options) -> dict[str, Any]:
         out["sweep"] = sweep(
             lambda r: load_once(target, pairs, r, opts, quiet_pids=[server.proc.pid]), opts
         )
+    ceiling = procs.start_server(stack, "daphne", env, app=CEILING_APP)
+    with procs.running(stack, [ceiling]):
+        say(f"embedded ceiling: the floor's relay as a Channels consumer on :{ceiling.port}")
+        target = loadgen.Target(ceiling.ws + "/ws/dm/{account}/")
+        out["ceiling_sweep"] = sweep(
+            lambda r: load_once(target, pairs, r, opts, quiet_pids=[ceiling.proc.pid]), opts
+        )
     floor = procs.start_floor(stack, db, fanout="memory")
     with procs.running(stack, [floor]):
         say(f"embedded floor: bare relay (memory fan-out, SQLite) on :{floor.port}")
@@ -282,11 +291,13 @@ class Scaled:
         # Through nginx; the node hint puts each pair's two sockets on different processes.
         return loadgen.Target(f"ws://{self.lb}/ws/dm/{{account}}/?node={{node}}", ("a", "b"))
 
-    def start_servers(self, kind: str, layer: str) -> list[Server]:
+    def start_servers(
+        self, kind: str, layer: str, app: str = "instamg.asgi:application"
+    ) -> list[Server]:
         env = procs.server_env(self.db, self.redis.url, CHANNEL_LAYER=layer)
         servers = []
         for port in self.ports:
-            servers.append(procs.start_server(self.stack, kind, env, port))
+            servers.append(procs.start_server(self.stack, kind, env, port, app))
         return servers
 
     def ensure_pairs(self, opts: Options) -> list[Any]:
@@ -318,6 +329,18 @@ def scaled(stack: Stack, opts: Options) -> dict[str, Any]:
                     sc.target(), pairs, opts.fixed_rate, opts, sc.redis, cpu_pids=pids
                 )
                 out["configs"][name] = result
+    # The framework ceiling on the production default (uvicorn, pub/sub): what Channels
+    # and Django's database layer cost with nothing of the product on top.
+    kind = "uvicorn" if "uvicorn" in opts.servers else opts.servers[0]
+    ceiling = sc.start_servers(kind, "pubsub", app=CEILING_APP)
+    with procs.running(stack, ceiling):
+        say(f"scaled ceiling: the floor's relay as a Channels consumer on {kind}+pubsub")
+        pairs = sc.ensure_pairs(opts)
+        pids = [s.proc.pid for s in ceiling]
+        out["ceiling_sweep"] = sweep(
+            lambda r: load_once(sc.target(), pairs, r, opts, sc.redis, pids), opts
+        )
+        out["ceiling_sweep"]["server"] = kind
     floors = [
         procs.start_floor(stack, sc.db, "redis", sc.redis.url, port=port) for port in sc.ports
     ]
