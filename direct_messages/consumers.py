@@ -446,6 +446,11 @@ class DirectMessageConsumer(FrameConsumer):
         while (delay := self._quiet_at - loop.time()) > 0:
             await asyncio.sleep(delay)
         try:
+            # Usually nothing is missing: one row says so, instead of a page of messages.
+            if self.room_id is not None and (
+                await in_thread(selectors.room_last_seq)(self.room_id) <= self.high
+            ):
+                return
             async with self.delivering:
                 await self.fill_gap(upto=None)
         except Exception as exc:  # the database is down: the next event tries again

@@ -209,12 +209,17 @@ def message_out(message: Any, room_key: str) -> dict[str, Any]:
     }
 
 
-def conversation_out(member: Any, last_message: Any) -> dict[str, Any]:
-    """PROTOCOL.md's ``Conversation``, from one member row (room and other loaded)."""
+def conversation_out(
+    member: Any, last_message: Any, last_message_out: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """PROTOCOL.md's ``Conversation``, from one member row (room and other loaded);
+    ``last_message_out`` is ``last_message`` already rendered, if the caller has it."""
+    if last_message_out is None and last_message is not None:
+        last_message_out = message_out(last_message, member.room.key)
     return {
         "room": member.room.key,
         "with": user_out(member.other),
-        "last_message": message_out(last_message, member.room.key) if last_message else None,
+        "last_message": last_message_out,
         "unread_count": member.unread_count,
         "last_activity_at": isotime(member.last_activity_at),
         "muted": member.muted,

@@ -92,6 +92,11 @@ def messages_after(
     return [message_out(m, room_key) for m in rows]
 
 
+def room_last_seq(room_id: int) -> int:
+    """The newest seq of a room: one indexed row, for checking that nothing is missing."""
+    return Room.objects.filter(pk=room_id).values_list("last_seq", flat=True).first() or 0
+
+
 def last_message_for(member: RoomMember) -> DirectMessage | None:
     """The last message ``member`` can see (none once everything is cleared)."""
     if member.room.last_seq <= member.cleared_seq or member.room.last_message_id is None:

@@ -106,13 +106,8 @@ class SendResult:
     payload: dict[str, Any]  # the Message object, as sent on the wire
 
     def ack(self) -> dict[str, Any]:
-        return {
-            "type": "message.ack",
-            "client_id": str(self.message.client_id),
-            "id": self.message.pk,
-            "seq": self.message.seq,
-            "created_at": isotime(self.message.created_at),
-        }
+        fields = ("client_id", "id", "seq", "created_at")
+        return {"type": "message.ack", **{name: self.payload[name] for name in fields}}
 
 
 def _existing_send(sender: Any, other: Any, client_id: Any) -> SendResult | None:
@@ -256,9 +251,9 @@ def _message_insert(
     events: list[Event] = [(room.key, {"type": "message.new", "message": payload})]
     if had_unread:
         events.append((room.key, _seen_event(sender, message.seq, now)))
-    events.append(_inbox_event(mine, message))
+    events.append(_inbox_event(mine, message, payload))
     if not theirs.muted:
-        events.append(_inbox_event(theirs, message))
+        events.append(_inbox_event(theirs, message, payload))
     broadcast_on_commit(events)
     transaction.on_commit(lambda: message_sent.send(sender=DirectMessage, message=message))
     return SendResult(message, True, payload)
@@ -282,11 +277,11 @@ def _attachments_claim(
     return [by_id[i] for i in attachment_ids]
 
 
-def _inbox_event(member: RoomMember, last_message: DirectMessage | None) -> Event:
-    return (
-        inbox_group(member.user_id),
-        {"type": "inbox.update", "conversation": conversation_out(member, last_message)},
-    )
+def _inbox_event(
+    member: RoomMember, last_message: DirectMessage | None, payload: dict[str, Any] | None = None
+) -> Event:
+    conversation = conversation_out(member, last_message, payload)
+    return (inbox_group(member.user_id), {"type": "inbox.update", "conversation": conversation})
 
 
 def _seen_event(user: Any, seq: int, at: dt.datetime) -> dict[str, Any]:
