@@ -294,6 +294,7 @@ class DirectMessageConsumer(FrameConsumer):
     """
 
     TAIL_CHECK_SECONDS = 1.0
+    TAIL_GRACE_SECONDS = 0.25
     _tail_task: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
@@ -441,20 +442,33 @@ class DirectMessageConsumer(FrameConsumer):
             self._tail_task = asyncio.create_task(self._check_tail())
 
     async def _check_tail(self) -> None:
-        """Fill what the layer dropped after the last event, once things are quiet."""
+        """Once things are quiet, fill what the layer dropped after the last event; again
+        if more events came while we looked."""
         loop = asyncio.get_running_loop()
-        while (delay := self._quiet_at - loop.time()) > 0:
-            await asyncio.sleep(delay)
-        try:
-            # Usually nothing is missing: one row says so, instead of a page of messages.
-            if self.room_id is not None and (
-                await in_thread(selectors.room_last_seq)(self.room_id) <= self.high
-            ):
+        while True:
+            while (delay := self._quiet_at - loop.time()) > 0:
+                await asyncio.sleep(delay)
+            looked_at = self._quiet_at
+            try:
+                await self._fill_tail()
+            except Exception as exc:  # the database is down: the next event tries again
+                logger.warning("tail check failed for %s: %r", self.room_key, exc)
                 return
-            async with self.delivering:
-                await self.fill_gap(upto=None)
-        except Exception as exc:  # the database is down: the next event tries again
-            logger.warning("tail check failed for %s: %r", self.room_key, exc)
+            if self._quiet_at == looked_at:
+                return
+
+    async def _fill_tail(self) -> None:
+        # Usually nothing is missing, and one row says so. A message committed just now
+        # may still be on its way through the layer: give it a moment before fetching.
+        if self.room_id is not None:
+            newest = await in_thread(selectors.room_last_seq)(self.room_id)
+            if newest <= self.high:
+                return
+            await asyncio.sleep(self.TAIL_GRACE_SECONDS)
+            if newest <= self.high:
+                return
+        async with self.delivering:
+            await self.fill_gap(upto=None)
 
     async def message_updated(self, event: dict[str, Any]) -> None:
         await self.send_json(event)
