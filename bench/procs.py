@@ -82,6 +82,33 @@ def machine_busy_seconds() -> float:
     return (sum(fields[:8]) - idle) / CLK_TCK
 
 
+def cpu_by_process(servers: list[int]) -> dict[str, float]:
+    """CPU seconds so far of every process on the machine, summed by what it is: the
+    servers under test, PostgreSQL, Redis, nginx, this harness (the load generator)."""
+    me = os.getpid()
+    totals: dict[str, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                comm = f.read().strip()
+            seconds = cpu_seconds(pid)
+        except OSError:  # gone meanwhile
+            continue
+        if pid in servers:
+            kind = "servers"
+        elif pid == me:
+            kind = "load generator"
+        elif comm in ("postgres", "redis-server", "nginx"):
+            kind = {"postgres": "PostgreSQL", "redis-server": "Redis"}.get(comm, comm)
+        else:
+            kind = "other"
+        totals[kind] = totals.get(kind, 0.0) + seconds
+    return totals
+
+
 def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * PAGE_SIZE

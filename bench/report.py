@@ -364,13 +364,17 @@ def cpu_table(results: dict[str, Any]) -> str:
     if not rows:
         return ""
     lines = [
-        "| configuration | at rate /s | server processes' CPU ms / message | whole machine CPU ms / message |",
-        "|---|---:|---:|---:|",
+        "| configuration | at rate /s | server processes' CPU ms / message | whole machine CPU ms / message | of which (ms / message) |",
+        "|---|---:|---:|---:|---|",
     ]
     for name, step in rows:
+        split = step.get("cpu_ms_per_message_by_process", {})
+        parts = ", ".join(
+            f"{kind} {ms:.2f}" for kind, ms in sorted(split.items(), key=lambda kv: -kv[1])
+        )
         lines.append(
             f"| {name} | {step['rate_target']:.0f} | {_fmt(step['server_cpu_ms_per_message'])} | "
-            f"{_fmt(step.get('machine_cpu_ms_per_message'))} |"
+            f"{_fmt(step.get('machine_cpu_ms_per_message'))} | {parts or 'n/a'} |"
         )
     return "\n".join(lines)
 

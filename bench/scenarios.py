@@ -127,12 +127,14 @@ def load_once(
         if on_ready:
             on_ready()
         stats["cpu"] = [procs.cpu_seconds(p) for p in cpu_pids]
+        stats["by_process"] = procs.cpu_by_process(cpu_pids)
         stats["machine"] = procs.machine_busy_seconds()
         if redis:
             stats["before"] = await asyncio.to_thread(redis.commandstats)
 
     async def done() -> None:
         stats["cpu_after"] = [procs.cpu_seconds(p) for p in cpu_pids]
+        stats["by_process_after"] = procs.cpu_by_process(cpu_pids)
         stats["machine_after"] = procs.machine_busy_seconds()
         if redis:
             stats["after"] = await asyncio.to_thread(redis.commandstats)
@@ -160,6 +162,12 @@ def load_once(
         result["server_cpu_ms_per_message"] = round(1000 * used / total, 3) if cpu_pids else None
         machine = stats["machine_after"] - stats["machine"]
         result["machine_cpu_ms_per_message"] = round(1000 * machine / total, 3)
+        before, after = stats["by_process"], stats["by_process_after"]
+        result["cpu_ms_per_message_by_process"] = {
+            kind: round(1000 * (after[kind] - before.get(kind, 0.0)) / total, 3)
+            for kind in sorted(after)
+            if after[kind] - before.get(kind, 0.0) > 0
+        }
     result["sustainable"] = loadgen.sustainable(result, opts.p99_ms)
     result["load_average_1min"] = round(load_average, 2)
     if quiet_pids:

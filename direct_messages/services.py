@@ -215,17 +215,21 @@ def _message_insert(
                 now=now,
                 reply_to_id=reply_to_id,
             )
-        room = Room(id=rows[0][0], key=key, last_seq=rows[0][1] + 1)
-        message = DirectMessage(
-            id=message_id,
-            room=room,
-            sender=sender,
-            seq=room.last_seq,
-            message=text,
-            client_id=client_id,
-            created_at=now,
-            reply_to=reply_to,
-        )
+        room = _room_loaded(rows[0][0], key, rows[0][1] + 1, message_id, now, sender, other)
+        columns = {  # every column, in the model's order
+            "id": message_id,
+            "room_id": room.pk,
+            "sender_id": sender.pk,
+            "seq": room.last_seq,
+            "message": text,
+            "client_id": client_id,
+            "created_at": now,
+            "reply_to_id": reply_to_id,
+            "edited_at": None,
+            "unsent_at": None,
+        }
+        message = DirectMessage.from_db(connection.alias, list(columns), list(columns.values()))
+        message.room, message.sender, message.reply_to = room, sender, reply_to
         attachments = _attachments_claim(message, sender, attachment_ids)
     members = {
         user_id: RoomMember(
@@ -257,6 +261,20 @@ def _message_insert(
     broadcast_on_commit(events)
     transaction.on_commit(lambda: message_sent.send(sender=DirectMessage, message=message))
     return SendResult(message, True, payload)
+
+
+def _room_loaded(
+    room_id: int, key: str, seq: int, message_id: int, now: Any, sender: Any, other: Any
+) -> Room:
+    """The room as the send statement left it, as a loaded instance (``message_sent``
+    receivers get it with the message); its ``created_at`` is read if asked for."""
+    low, high = sorted((sender.pk, other.pk))
+    known = ["id", "key", "user_lo_id", "user_hi_id", "last_seq", "last_message_id"]
+    return Room.from_db(
+        connection.alias,
+        [*known, "last_activity_at"],
+        [room_id, key, low, high, seq, message_id, now],
+    )
 
 
 def _attachments_claim(

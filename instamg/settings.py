@@ -119,8 +119,10 @@ elif _database["ENGINE"] == "django.db.backends.postgresql":
     _database["TEST"] = {"NAME": f"test_{_database['NAME']}_{os.getpid()}"}
     _database["OPTIONS"] = {
         # Lets the send statement be prepared once per connection (direct_messages.
-        # send_sql). Django's own queries bind on the client and are never prepared.
-        "prepare_threshold": 5,
+        # send_sql); Django's own queries bind on the client and are never prepared.
+        # DB_PREPARED_STATEMENTS=false behind a pooler that cannot keep them (PgBouncer
+        # before 1.21 in transaction mode).
+        "prepare_threshold": 5 if env_bool("DB_PREPARED_STATEMENTS", True) else None,
         "pool": {
             "min_size": env_int("DB_POOL_MIN_SIZE", 2),
             "max_size": env_int("DB_POOL_MAX_SIZE", 20),

@@ -275,6 +275,13 @@ def test_a_refused_first_send_leaves_no_conversation_in_either_inbox(alice, bob,
     assert len(auth_client(bob).get("/api/inbox?folder=requests").json()["results"]) == 1
 
 
+def test_a_first_send_refused_before_storing_makes_no_room(alice, bob, auth_client):
+    assert send(auth_client(alice), "bob", "x", reply_to=424242).status_code == 400
+    auth_client(bob).post("/api/users/alice/block")
+    assert send(auth_client(alice), "bob", "x").status_code == 403
+    assert Room.objects.count() == 0 and DirectMessage.objects.count() == 0
+
+
 def test_a_malformed_multipart_body_is_400_not_500(alice, auth_client):
     response = auth_client(alice).post(
         "/api/dm/bob/read",
@@ -346,3 +353,44 @@ def test_the_send_statement_is_prepared_once_per_connection(alice, bob):
         # Nine runs of one prepared statement: the first send runs it twice (no room
         # yet, then again once the room is made).
         assert cursor.fetchall() == [(9,)]
+
+
+def test_message_sent_fires_once_per_stored_message_with_the_stored_rows(alice, bob):
+    """Host projects hang push notifications on ``message_sent``: it gets the message as
+    stored (a loaded instance, with its room, sender and reply), once, not for retries."""
+    from direct_messages import services
+    from direct_messages.signals import message_sent
+
+    received = []
+
+    def receiver(sender, message, **kwargs):
+        received.append(message)
+
+    message_sent.connect(receiver)
+    try:
+        client_id = uuid.uuid4()
+        first = services.message_send(sender=alice, recipient=bob, client_id=client_id, text="a")
+        services.message_send(sender=alice, recipient=bob, client_id=client_id, text="a")
+        services.message_send(
+            sender=bob, recipient=alice, client_id=uuid.uuid4(), text="b", reply_to=first.message.pk
+        )
+    finally:
+        message_sent.disconnect(receiver)
+    assert [m.message for m in received] == ["a", "b"]
+    stored = DirectMessage.objects.get(message="b")
+    reply = received[1]
+    assert not reply._state.adding and reply.pk == stored.pk
+    assert (reply.seq, reply.created_at, reply.client_id) == (
+        2,
+        stored.created_at,
+        stored.client_id,
+    )
+    assert reply.sender == bob and reply.reply_to.pk == first.message.pk
+    room = Room.objects.get()
+    assert (reply.room.pk, reply.room.user_lo_id, reply.room.user_hi_id) == (
+        room.pk,
+        room.user_lo_id,
+        room.user_hi_id,
+    )
+    assert reply.room.created_at == room.created_at  # not sent by the statement: read on demand
+    assert reply.room.last_message_id == stored.pk and reply.room.last_seq == 2

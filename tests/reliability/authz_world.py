@@ -248,10 +248,12 @@ def build_world(server: LiveServer, database_url: str) -> World:
         database_url, f"UPDATE {table} SET is_active = %s WHERE id = %s", (False, users["e"]["id"])
     )
     ok(call(base, a, "POST", f"/api/users/{users['g']['account']}/block"), 204)
-    # A refused first message (a reply to a message of another room) leaves an empty,
-    # invisible room behind; each caller has one with its stranger.
+    # A first message refused in its transaction (attachments that are not the
+    # sender's) leaves an empty, invisible room behind; each caller has one with its
+    # stranger. (Refusals found before the room is made, a bad reply_to or a block,
+    # leave none.)
     for who, stranger in ((a, d), (b, d), (c, a)):
-        body = {"client_id": str(uuid.uuid4()), "message": "x", "reply_to": MISSING_ID}
+        body = {"client_id": str(uuid.uuid4()), "message": "x", "attachment_ids": [MISSING_ID]}
         ok(call(base, who, "POST", f"/api/dm/{stranger.account}/messages", body), 400)
 
     principals = [a, b, c, Principal("anonymous", "anon")]
