@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -141,12 +142,16 @@ class FrameConsumer(AsyncWebsocketConsumer):
             await self._rejoin()
 
     async def _heartbeat(self) -> None:
-        """Refresh group memberships (a restarted Redis has forgotten them) and presence."""
+        """Refresh group memberships (a restarted Redis has forgotten them) and presence.
+
+        The first beat comes at a random point of the period, so that sockets opened
+        together (a process restart, a reconnecting crowd) do not beat together."""
+        await asyncio.sleep(random.uniform(0.1, 1.0) * heartbeat_seconds())
         while True:
-            await asyncio.sleep(heartbeat_seconds())
             if self.layer_ok and self.channel_name:
                 await self._rejoin()
             await presence.store().refresh(self.user.pk, self.presence_id)
+            await asyncio.sleep(heartbeat_seconds())
 
     async def admit(self) -> bool:
         """Count this socket among the user's open sockets (in every process, with Redis);
