@@ -32,7 +32,7 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from bench.floor import TABLE, USERS_TABLE, isotime  # noqa: E402
+from bench.floor import TABLE, USERS_TABLE, isotime, message_new  # noqa: E402
 
 
 def in_thread(func: Any) -> Any:
@@ -120,21 +120,7 @@ class RelayConsumer(AsyncWebsocketConsumer):
         pk = await insert(self.room, self.me[0], str(frame["client_id"]), text, at)
         ack = {"type": "message.ack", "client_id": frame["client_id"], "id": pk, "seq": pk}
         await self.send(text_data=orjson.dumps({**ack, "created_at": at}).decode())
-        message = {
-            "id": pk,
-            "room": self.room,
-            "seq": pk,
-            "sender": self.me[1],
-            "message": text,
-            "attachments": [],
-            "client_id": frame["client_id"],
-            "reply_to": None,
-            "created_at": at,
-            "edited_at": None,
-            "unsent": False,
-            "reactions": [],
-        }
-        event = orjson.dumps({"type": "message.new", "message": message}).decode()
+        event = message_new(pk, self.room, self.me[1], text, frame["client_id"], at)
         await self.channel_layer.group_send(self.room, {"type": "relay", "text": event})
 
     async def relay(self, event: dict[str, Any]) -> None:

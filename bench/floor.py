@@ -40,6 +40,25 @@ def isotime(value: dt.datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def message_new(pk: int, room: str, sender: str, text: str, client_id: str, at: str) -> str:
+    """The ``message.new`` frame of the relay (the floor's, and the ceiling's)."""
+    message = {
+        "id": pk,
+        "room": room,
+        "seq": pk,
+        "sender": sender,
+        "message": text,
+        "attachments": [],
+        "client_id": client_id,
+        "reply_to": None,
+        "created_at": at,
+        "edited_at": None,
+        "unsent": False,
+        "reactions": [],
+    }
+    return orjson.dumps({"type": "message.new", "message": message}).decode()
+
+
 class SqliteStore:
     def __init__(self, url: str) -> None:
         self.db = sqlite3.connect(urlsplit(url).path, isolation_level=None, timeout=20)
@@ -242,21 +261,7 @@ class Relay:
         pk = await self.store.insert(room, me[0], frame["client_id"], text, at)
         ack = {"type": "message.ack", "client_id": frame["client_id"], "id": pk, "seq": pk}
         await conn.send(orjson.dumps({**ack, "created_at": at}).decode())
-        message = {
-            "id": pk,
-            "room": room,
-            "seq": pk,
-            "sender": me[1],
-            "message": text,
-            "attachments": [],
-            "client_id": frame["client_id"],
-            "reply_to": None,
-            "created_at": at,
-            "edited_at": None,
-            "unsent": False,
-            "reactions": [],
-        }
-        await self.publish(room, orjson.dumps({"type": "message.new", "message": message}).decode())
+        await self.publish(room, message_new(pk, room, me[1], text, frame["client_id"], at))
 
 
 async def health(conn: ServerConnection, request: Any) -> Response | None:
