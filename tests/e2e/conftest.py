@@ -2,7 +2,7 @@
 
 The browser and the server are module-scoped so a module pays for them once; every
 test signs up fresh accounts, so tests do not see each other's conversations.
-Locally the tests skip when chromium is missing; under CI (``CI=true``) they fail.
+They fail when chromium or playwright is missing (``.ci/run`` installs both).
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import time
 import uuid
@@ -23,14 +22,6 @@ from tests.support import WsClient, http_json, signup
 pytestmark = pytest.mark.live
 
 CAP = 50  # the default DM_MAX_SOCKETS_PER_USER
-
-# The slow-reader tests measure the ASGI server and the channel layer (they start their
-# own Redis-backed or embedded servers, whatever DATABASE_URL says) and take a minute
-# each: CI runs them in its embedded pass only, not again on PostgreSQL.
-server_only = pytest.mark.skipif(
-    bool(os.environ.get("DATABASE_URL")),
-    reason="measures the server, not the database: runs in the embedded CI pass",
-)
 
 
 def figure(name: str, **values: Any) -> None:
@@ -250,7 +241,6 @@ async def _edit_flood(server: Any, sender: dict[str, Any], to: str, count: int) 
                 updated += 1
 
 
-@server_only
 @pytest.mark.parametrize("layer", ["pubsub", "redis"])
 async def test_a_client_that_never_reads_costs_the_production_server_bounded_memory(
     asgi_server_factory, redis_url, layer
@@ -281,7 +271,6 @@ async def test_a_client_that_never_reads_costs_the_production_server_bounded_mem
     raw.close()
 
 
-@server_only
 async def test_daphne_drops_a_client_that_never_reads(asgi_server_factory):
     """daphne (the embedded default) does not apply backpressure; it drops a socket that
     stops answering its pings (every 20 s, 30 s to answer), which bounds the buffer by
