@@ -308,6 +308,12 @@ class Scaled:
             servers.append(procs.start_server(self.stack, kind, env, port, app))
         return servers
 
+    def sweep(self, servers: list[Server], opts: Options) -> dict[str, Any]:
+        """A rate sweep through nginx against ``servers`` (already running)."""
+        pairs = self.ensure_pairs(opts)
+        pids = [s.proc.pid for s in servers]
+        return sweep(lambda r: load_once(self.target(), pairs, r, opts, self.redis, pids), opts)
+
     def ensure_pairs(self, opts: Options) -> list[Any]:
         if not self.pairs:
             env = procs.server_env(self.db, self.redis.url)
@@ -343,22 +349,15 @@ def scaled(stack: Stack, opts: Options) -> dict[str, Any]:
     ceiling = sc.start_servers(kind, "pubsub", app=CEILING_APP)
     with procs.running(stack, ceiling):
         say(f"scaled ceiling: the floor's relay as a Channels consumer on {kind}+pubsub")
-        pairs = sc.ensure_pairs(opts)
-        pids = [s.proc.pid for s in ceiling]
-        out["ceiling_sweep"] = sweep(
-            lambda r: load_once(sc.target(), pairs, r, opts, sc.redis, pids), opts
-        )
-        out["ceiling_sweep"]["server"] = kind
+        out["ceiling_sweep"] = sc.sweep(ceiling, opts) | {"server": kind}
     floors = [
         procs.start_floor(stack, sc.db, "redis", sc.redis.url, port=port) for port in sc.ports
     ]
     with procs.running(stack, floors):
         say(f"scaled floor: two bare relays (Redis pub/sub, PostgreSQL) behind nginx :{sc.lb_port}")
+        out["floor_sweep"] = sc.sweep(floors, opts)
         pairs = sc.ensure_pairs(opts)
         pids = [f.proc.pid for f in floors]
-        out["floor_sweep"] = sweep(
-            lambda r: load_once(sc.target(), pairs, r, opts, sc.redis, pids), opts
-        )
         procs.wait_quiet(pids)
         out["floor_fixed"] = load_once(
             sc.target(), pairs, opts.fixed_rate, opts, sc.redis, cpu_pids=pids
