@@ -394,3 +394,38 @@ def test_message_sent_fires_once_per_stored_message_with_the_stored_rows(alice, 
     )
     assert reply.room.created_at == room.created_at  # not sent by the statement: read on demand
     assert reply.room.last_message_id == stored.pk and reply.room.last_seq == 2
+
+
+def test_a_send_publishes_new_seen_and_both_inboxes_from_the_locked_rows(alice, bob):
+    """The events come from the member rows the send statement read under the lock:
+    a sender with unread messages has now seen them; each side's inbox gets its own
+    unread count; a muted recipient's inbox gets nothing."""
+    from direct_messages import services
+    from direct_messages.realtime import collecting_events
+
+    def send(sender, recipient, text):
+        _, events = collecting_events(
+            services.message_send,
+            sender=sender,
+            recipient=recipient,
+            client_id=uuid.uuid4(),
+            text=text,
+        )
+        return [(group.split(".")[0], event) for group, event in events]
+
+    send(alice, bob, "one")
+    events = send(bob, alice, "two")  # bob had one unread: answering means he saw it
+    kinds = [event["type"] for _, event in events]
+    assert kinds == ["message.new", "seen", "inbox.update", "inbox.update"]
+    assert events[1][1]["account"] == "bob" and events[1][1]["seq"] == 2
+    unread = {
+        e["conversation"]["with"]["account"]: e["conversation"]["unread_count"]
+        for _, e in events[2:]
+    }
+    assert unread == {"alice": 0, "bob": 1}  # bob's row (with alice): 0; alice's: 1
+    assert all(e["conversation"]["last_message"]["seq"] == 2 for _, e in events[2:])
+    RoomMember.objects.filter(user=alice).update(muted=True)
+    events = send(bob, alice, "three")  # nothing unread for bob now; alice muted him
+    assert [event["type"] for _, event in events] == ["message.new", "inbox.update"]
+    assert events[1][1]["conversation"]["with"]["account"] == "alice"
+    assert RoomMember.objects.get(user=alice).unread_count == 2
