@@ -156,6 +156,13 @@ def message_store(
         cursor.execute(_sql(_POSTGRESQL, vendor), params)  # logged with its values
         rows = cursor.fetchall()
     elif vendor == "postgresql":
+        from psycopg.types.numeric import Int8
+
+        # Ids always as bigint: psycopg binds a Python int as the smallest type that
+        # holds it, and each combination of types would be a statement of its own.
+        for name in ("sender", "other", "reply_to"):
+            if params[name] is not None:
+                params[name] = Int8(params[name])
         with _prepared_cursor() as prepared:
             prepared.execute(_sql(_POSTGRESQL, vendor), params)
             rows = prepared.fetchall()
