@@ -135,7 +135,12 @@ def inbox_list(
     qs = RoomMember.objects.filter(user=user, visible=True, is_request=(folder == "requests"))
     if cursor:
         when, pk = _decode_cursor(cursor)
-        qs = qs.filter(Q(last_activity_at__lt=when) | Q(last_activity_at=when, pk__lt=pk))
+        # The first condition is the index range that skips the earlier pages (as an OR
+        # alone, PostgreSQL read the user's whole index range and filtered it); the OR
+        # only breaks ties at the boundary.
+        qs = qs.filter(last_activity_at__lte=when).filter(
+            Q(last_activity_at__lt=when) | Q(pk__lt=pk)
+        )
     members = list(
         qs.select_related("room", "other").order_by("-last_activity_at", "-pk")[: limit + 1]
     )
