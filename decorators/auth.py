@@ -18,7 +18,6 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import jwt
-from channels.db import DatabaseSyncToAsync
 from django.conf import settings
 from django.contrib.auth import get_user, get_user_model
 from django.contrib.auth.models import AnonymousUser
@@ -28,6 +27,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
 from django.utils.http import is_same_domain
 
+from decorators.db import in_thread
 from decorators.errors import Unauthenticated, envelope
 
 TOKEN_ALGORITHM = "HS256"
@@ -134,7 +134,7 @@ class WebSocketAuthMiddleware:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         scope = dict(scope)
         try:
-            scope["user"] = await DatabaseSyncToAsync(authenticate, thread_sensitive=False)(
+            scope["user"] = await in_thread(authenticate)(
                 _header(scope, b"authorization"), scope.get("session")
             )
         except Unauthenticated as exc:

@@ -16,12 +16,12 @@ from urllib.parse import parse_qs
 
 import orjson
 from channels.consumer import get_handler_name
-from channels.db import DatabaseSyncToAsync
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 
+from decorators.db import in_thread
 from direct_messages import presence, selectors, services
 from direct_messages.conf import dm_setting
 from direct_messages.errors import ApiError, Forbidden, Internal, Invalid, NotFound, TooLarge
@@ -36,16 +36,6 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_MANY_SOCKETS = 4429
 LAYER_RETRY_MAX_SECONDS = 2.0
-
-
-def in_thread(func: Any) -> Any:
-    """Run ``func`` in the event loop's thread pool, closing stale connections around it.
-
-    Not Channels' default single "thread-sensitive" thread: one slow query would then
-    stall every socket of the process, and PostgreSQL serves several at once (SQLite's
-    writers queue on its lock with a busy timeout).
-    """
-    return DatabaseSyncToAsync(func, thread_sensitive=False)
 
 
 def heartbeat_seconds() -> float:
@@ -86,8 +76,8 @@ class FrameConsumer(AsyncWebsocketConsumer):
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' dispatch without its per-event ``close_old_connections`` hop:
-        group events touch no database, and :func:`in_thread` cleans up around every
-        database call itself."""
+        group events touch no database, and :func:`in_thread` looks after the
+        connections of the threads that do."""
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"no handler for message type {message['type']}")

@@ -99,6 +99,9 @@ TEMPLATES = [
 # IMMEDIATE transactions (a writer takes the lock up front instead of failing to
 # upgrade a read lock under concurrency).
 (BASE_DIR / "var").mkdir(exist_ok=True)
+# Threads for the WebSocket side's database work, each keeping one connection
+# (decorators.db); asyncio's default executor size.
+DATABASE_THREADS = env_int("DM_DATABASE_THREADS", min(32, (os.cpu_count() or 1) + 4))
 DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}"
 _database = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
 if _database["ENGINE"] == "django.db.backends.sqlite3":
@@ -123,9 +126,11 @@ elif _database["ENGINE"] == "django.db.backends.postgresql":
         # DB_PREPARED_STATEMENTS=false behind a pooler that cannot keep them (PgBouncer
         # before 1.21 in transaction mode).
         "prepare_threshold": 5 if env_bool("DB_PREPARED_STATEMENTS", True) else None,
+        # Each of the sockets' database threads keeps one connection (DATABASE_THREADS);
+        # the rest serve HTTP requests.
         "pool": {
             "min_size": env_int("DB_POOL_MIN_SIZE", 2),
-            "max_size": env_int("DB_POOL_MAX_SIZE", 20),
+            "max_size": env_int("DB_POOL_MAX_SIZE", DATABASE_THREADS + 16),
             "timeout": 10,
         },
     }

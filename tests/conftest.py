@@ -24,6 +24,17 @@ from tests.support import (
 PASSWORD = "correct-horse-battery"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _database_threads_closed(django_db_setup: Any, django_db_blocker: Any) -> Iterator[None]:
+    """The sockets' database threads keep their connections for the life of the
+    process: close them before the test database is dropped."""
+    yield
+    from decorators.db import database_threads_close
+
+    with django_db_blocker.unblock():
+        database_threads_close()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_rate_limits() -> Iterator[None]:
     from direct_messages import presence, ratelimit

@@ -1,0 +1,87 @@
+"""Where the WebSocket side runs its database work: a fixed set of threads, each keeping
+one connection for the life of the process."""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from asgiref.sync import SyncToAsync
+from django.conf import settings
+from django.db import connections
+
+
+def _thread_count() -> int:
+    """``DATABASE_THREADS`` (asyncio's default executor size if unset); the
+    PostgreSQL pool must have room for one connection per thread beside HTTP's."""
+    return int(getattr(settings, "DATABASE_THREADS", min(32, (os.cpu_count() or 1) + 4)))
+
+
+class _Threads(ThreadPoolExecutor):
+    def __init__(self, count: int) -> None:
+        super().__init__(count, thread_name_prefix="dm-db")
+        self.count = count
+
+
+@functools.cache
+def database_threads() -> _Threads:
+    """The threads that run the sockets' database work, for the life of the process.
+
+    Each keeps its database connection between calls (:class:`KeepConnection`), so
+    they are a fixed set of ``DATABASE_THREADS``, not an event loop's default executor,
+    which goes with its loop (and would leak its threads' connections).
+    """
+    return _Threads(_thread_count())
+
+
+def database_threads_close(timeout: float = 10.0) -> None:
+    """Close the connection each database thread keeps, and stop the threads (at
+    shutdown, and before a test database is dropped)."""
+    threads = database_threads()
+    count = threads.count
+    barrier = threading.Barrier(count)
+
+    def close() -> None:  # one per thread: each waits until every thread has one
+        barrier.wait(timeout)
+        connections.close_all()
+
+    for future in [threads.submit(close) for _ in range(count)]:
+        future.result(timeout)
+    threads.shutdown()
+    database_threads.cache_clear()
+
+
+class KeepConnection(SyncToAsync):
+    """``database_sync_to_async`` that lets the worker thread keep its connection.
+
+    Channels' version closes the thread's connections after every call, which with
+    PostgreSQL's pool means a checkout and a return per frame (a sixth of a send's
+    Python time in the worker, bench/RESULTS.md). The database threads are few and
+    live as long as the process, so each keeps one connection instead; a connection
+    that saw an error, or was left in a transaction, is closed as Django would close
+    it (given back to the pool, which drops it if it is broken).
+    """
+
+    def thread_handler(self, loop: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().thread_handler(loop, *args, **kwargs)
+        finally:
+            for conn in connections.all(initialized_only=True):
+                if conn.connection is not None and (
+                    conn.errors_occurred
+                    or conn.get_autocommit() != conn.settings_dict["AUTOCOMMIT"]
+                ):
+                    conn.close_if_unusable_or_obsolete()
+
+
+def in_thread(func: Any) -> Any:
+    """Run ``func`` on one of the :func:`database_threads`.
+
+    Not Channels' default single "thread-sensitive" thread: one slow query would then
+    stall every socket of the process, and PostgreSQL serves several at once (SQLite's
+    writers queue on its lock with a busy timeout).
+    """
+    return KeepConnection(func, thread_sensitive=False, executor=database_threads())
