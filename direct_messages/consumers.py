@@ -381,8 +381,10 @@ class DirectMessageConsumer(FrameConsumer):
             attachment_ids=frame.attachment_ids,
             reply_to=frame.reply_to,
         )
-        await self.send_json(result.ack())
+        # The broadcast first: the recipient waits on it, and this socket's own copy
+        # cannot overtake the ack (its events are handled after this frame).
         await publish(events)
+        await self.send_json(result.ack())
 
     async def frame_read(self, frame: Any) -> None:
         await self.call(
