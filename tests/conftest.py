@@ -27,12 +27,23 @@ PASSWORD = "correct-horse-battery"
 @pytest.fixture(scope="session", autouse=True)
 def _database_threads_closed(django_db_setup: Any, django_db_blocker: Any) -> Iterator[None]:
     """The sockets' database threads keep their connections for the life of the
-    process: close them before the test database is dropped."""
+    process: close them (and any other session) before the test database is dropped."""
     yield
     from decorators.db import database_threads_close
 
     with django_db_blocker.unblock():
         database_threads_close()
+        from django.db import connection
+
+        if connection.vendor == "postgresql":
+            # Whatever else still holds a session (a thread of a test's event loop, the
+            # thread asgiref runs sync_to_async calls on) would stop Django from dropping
+            # the test database, and every run would leave one behind.
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
 
 
 @pytest.fixture(autouse=True)
