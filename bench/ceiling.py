@@ -36,7 +36,8 @@ from bench.floor import TABLE, USERS_TABLE, isotime, message_new  # noqa: E402
 
 
 def in_thread(func: Any) -> Any:
-    """In the loop's thread pool, as the product does (Channels' default is one thread)."""
+    """In the loop's thread pool (Channels' default is one thread), with Channels'
+    connection handling; the product keeps a connection per database thread."""
     return DatabaseSyncToAsync(func, thread_sensitive=False)
 
 
