@@ -100,9 +100,16 @@ def _sql(template: str, vendor: str) -> str:
 @functools.cache
 def _prepared_cursor_class() -> Any:
     import psycopg
+    from psycopg.types.numeric import Int8
 
     class PreparedCursor(psycopg.Cursor[Any]):
+        """Prepares every statement, with every integer bound as bigint: psycopg binds
+        a Python int as the smallest type that holds it, and each combination of
+        parameter types would be a prepared statement (and a plan) of its own."""
+
         def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+            if isinstance(params, dict):
+                params = {k: Int8(v) if type(v) is int else v for k, v in params.items()}
             return super().execute(query, params, prepare=True, **kwargs)
 
     return PreparedCursor
@@ -156,13 +163,6 @@ def message_store(
         cursor.execute(_sql(_POSTGRESQL, vendor), params)  # logged with its values
         rows = cursor.fetchall()
     elif vendor == "postgresql":
-        from psycopg.types.numeric import Int8
-
-        # Ids always as bigint: psycopg binds a Python int as the smallest type that
-        # holds it, and each combination of types would be a statement of its own.
-        for name in ("sender", "other", "reply_to"):
-            if params[name] is not None:
-                params[name] = Int8(params[name])
         with _prepared_cursor() as prepared:
             prepared.execute(_sql(_POSTGRESQL, vendor), params)
             rows = prepared.fetchall()
