@@ -371,8 +371,11 @@ class DirectMessageConsumer(FrameConsumer):
     # --- client frames -------------------------------------------------------------------
 
     async def frame_message_send(self, frame: Any) -> None:
-        """Store, ack (only this socket, only after commit), then broadcast."""
-        result, events = await in_thread(collecting_events)(
+        """Store, broadcast, then ack (only this socket, only after commit).
+
+        The broadcast goes first because the recipient waits on it; this socket's own
+        copy cannot overtake the ack, since its events are handled after this frame."""
+        result = await self.call(
             services.message_send,
             sender=self.user,
             recipient=self.other,
@@ -381,9 +384,6 @@ class DirectMessageConsumer(FrameConsumer):
             attachment_ids=frame.attachment_ids,
             reply_to=frame.reply_to,
         )
-        # The broadcast first: the recipient waits on it, and this socket's own copy
-        # cannot overtake the ack (its events are handled after this frame).
-        await publish(events)
         await self.send_json(result.ack())
 
     async def frame_read(self, frame: Any) -> None:
