@@ -175,8 +175,8 @@ def test_inbox_pages_break_ties_by_id_and_seek_through_the_index(make_user, auth
             if cursor is None:
                 break
     assert sorted(seen) == [f"tie{i}" for i in range(7)] and len(seen) == 7
-    ids = list(RoomMember.objects.filter(user=me).order_by("-pk").values_list("other__account"))
-    assert seen == [account for (account,) in ids]
+    by_id = RoomMember.objects.filter(user=me).order_by("-pk")
+    assert seen == list(by_id.values_list("other__account", flat=True))
 
     paged = [q["sql"] for q in queries.captured_queries if "roommember" in q["sql"].lower()]
     sql = paged[-1]  # the last page's member query, with the cursor's condition
