@@ -434,7 +434,7 @@ def _send_components(sender: Any, account: str, n: int) -> dict[str, float]:
     What each would save per send if it were folded away. Missing helpers (renamed
     by a later version of the service) are skipped.
     """
-    from direct_messages import ratelimit, services
+    from direct_messages import services
 
     other = services.peer_resolve(sender, account)
     steps = {
@@ -443,7 +443,6 @@ def _send_components(sender: Any, account: str, n: int) -> dict[str, float]:
             sender, other, uuid.uuid4()
         ),
         "room_get_or_create (room query)": lambda: services.room_get_or_create(sender, other),
-        "ratelimit.send_rate_acquire": lambda: ratelimit.send_rate_acquire(sender.pk),
     }
     out = {}
     for name, step in steps.items():

@@ -44,8 +44,6 @@ WATCH = [
     "_existing_send",
     "room_get_or_create",
     "_message_insert",
-    "send_rate_acquire",
-    "send_rate_release",
     "message_out",
     "close_old_connections",
     "get_new_connection",

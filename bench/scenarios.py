@@ -179,6 +179,13 @@ def load_once(
         f" loadgen={result['loadgen_cpu_percent']}% server_cpu/msg="
         f"{result.get('server_cpu_ms_per_message')}ms {'OK' if result['sustainable'] else 'FAIL'}"
     )
+    if "machine_cpu_ms_per_message" in result:
+        parts = result["cpu_ms_per_message_by_process"].items()
+        say(
+            f"           machine_cpu/msg={result['machine_cpu_ms_per_message']}ms ("
+            + ", ".join(f"{kind} {ms}" for kind, ms in parts)
+            + ")"
+        )
     return result
 
 

@@ -19,7 +19,7 @@ DEFAULTS: dict[str, Any] = {
     "TYPING_THROTTLE_SECONDS": 1.0,
     "PRESENCE_TTL_SECONDS": 60,  # a dead process's sockets stop counting after this
     "MAX_SOCKETS_PER_USER": 50,  # more open sockets (all processes) are closed with 4429
-    "REDIS_URL": "",  # rate limits and presence shared across processes when set
+    "REDIS_URL": "",  # typing throttle and presence shared across processes when set
 }
 
 

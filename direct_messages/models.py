@@ -159,3 +159,16 @@ class Block(models.Model):
 
     def __str__(self) -> str:
         return f"{self.blocker_id} blocks {self.blocked_id}"
+
+
+class SendWindow(models.Model):
+    """The send rate limit's sliding window for one user: the times (Unix seconds,
+    oldest first) of their accepted sends still inside it. The send statement locks
+    this row, refuses a send when the window is full and appends to it only when the
+    message is stored, all in the message's own transaction (``send_sql``)."""
+
+    user = models.OneToOneField(User, primary_key=True, on_delete=models.CASCADE, related_name="+")
+    recent = models.JSONField(default=list)
+
+    def __str__(self) -> str:
+        return f"send window of {self.user_id}"

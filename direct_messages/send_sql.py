@@ -1,28 +1,38 @@
 """The statements of a send, in SQL: the hot path of the app (bench/RESULTS.md).
 
 Built by the ORM, a send cost about 5 ms of CPU in query building and model code; here
-it is one statement on PostgreSQL and four on SQLite. What they do is what
-``services.message_send`` documents: lock the room, refuse a blocked pair, insert the
-message with the next ``seq``, move the room's last message and both members' cursors,
-unread counts, folder and activity.
+it is one statement on PostgreSQL and six on SQLite. What they do is what
+``services.message_send`` documents: lock the room, refuse a blocked pair, take a place
+in the sender's rate window (or refuse), insert the message with the next ``seq``, move
+the room's last message and both members' cursors, unread counts, folder and activity.
+
+The rate window (:class:`SendWindow`, one row per user) is moved in the message's own
+transaction, so only stored messages count, a refused or rolled-back send gives nothing
+back because it took nothing, and the limit holds across processes with or without
+Redis, at no round trip of its own.
 
 The room and both member rows are read under the room's lock, which every writer of a
-room or its members takes first. On PostgreSQL ``FOR UPDATE`` returns them at their
-newest even after waiting for another send, and each later part of the statement
-updates the rows it locked; on SQLite the IMMEDIATE transaction holds the database's
-write lock from its BEGIN.
+room or its members takes first, and the sender's window row after it (only sends lock
+it, each while holding its room's lock, so no two sends can wait on each other in a
+cycle). On PostgreSQL ``FOR UPDATE`` returns the rows at their newest even after
+waiting for another send, and each later part of the statement updates the rows it
+locked; on SQLite the IMMEDIATE transaction holds the database's write lock from its
+BEGIN.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
+import math
 from typing import Any
 
 from django.db import connection
 
-from direct_messages.errors import Forbidden
-from direct_messages.models import Block, DirectMessage, Room, RoomMember
+from direct_messages.conf import dm_setting
+from direct_messages.errors import Forbidden, RateLimited
+from direct_messages.models import Block, DirectMessage, Room, RoomMember, SendWindow
 
 # (room id, room's last seq before the send, member id, user id, unread count, muted,
 #  is_request) for both members, as they were before the send.
@@ -48,14 +58,25 @@ _MEMBERS_SET = """
 """
 
 # PostgreSQL: everything in one statement, so no BEGIN or COMMIT either. The message
-# id is NULL when the pair is blocked (then nothing was written).
+# id is NULL when nothing was written: the pair is blocked, the sender has no window
+# row yet (``has_window``), or the window is full (``full_since``: the time of the send
+# whose place the next one waits for).
 _POSTGRESQL = f"""
 WITH locked AS ({_LOCK} FOR UPDATE),
+sent AS (
+    SELECT w.user_id,
+           jsonb_path_query_array(w.recent, '$[*] ? (@ > $since)',
+                                  jsonb_build_object('since', %(since)s::float8)) AS live
+    FROM (SELECT * FROM {{window}}
+          WHERE user_id = (SELECT user_id FROM locked WHERE user_id = %(sender)s)
+          FOR UPDATE) w
+),
 msg AS (
     {_INSERT}
     SELECT r.room_id, r.user_id, r.last_seq + 1, %(text)s, %(client_id)s, %(now)s,
            %(reply_to)s::bigint
-    FROM locked r WHERE r.user_id = %(sender)s AND r.allowed
+    FROM locked r, sent
+    WHERE r.user_id = %(sender)s AND r.allowed AND jsonb_array_length(sent.live) < %(limit)s
     RETURNING id, room_id, seq
 ),
 room_update AS (
@@ -65,18 +86,29 @@ room_update AS (
 members_update AS (
     UPDATE {{member}} SET {_MEMBERS_SET.format(seq="msg.seq")}
     FROM msg WHERE {{member}}.room_id = msg.room_id
+),
+sent_update AS (
+    UPDATE {{window}} SET recent = sent.live || to_jsonb(%(epoch)s::float8)
+    FROM sent, msg WHERE {{window}}.user_id = sent.user_id
 )
-SELECT locked.*, msg.id FROM locked LEFT JOIN msg ON true
+SELECT locked.*, msg.id, sent.user_id IS NOT NULL AS has_window,
+       CASE WHEN jsonb_array_length(sent.live) >= %(limit)s
+            THEN (sent.live -> (jsonb_array_length(sent.live) - %(limit)s::int))::float8
+       END AS full_since
+FROM locked LEFT JOIN msg ON true LEFT JOIN sent ON true
 """
 
-# Elsewhere (SQLite): four statements, in the caller's transaction.
+# Elsewhere (SQLite): six statements, in the caller's transaction (IMMEDIATE: it holds
+# the database's write lock from its BEGIN).
 _OTHER = [
     _LOCK,
+    "SELECT recent FROM {window} WHERE user_id = %(sender)s",
     f"{_INSERT} VALUES (%(room)s, %(sender)s, %(seq)s, %(text)s, %(client_id)s, %(now)s,"
     " %(reply_to)s) RETURNING id",
     "UPDATE {room} SET last_seq = %(seq)s, last_message_id = %(message)s,"
     " last_activity_at = %(now)s WHERE id = %(room)s",
     f"UPDATE {{member}} SET {_MEMBERS_SET.format(seq='%(seq)s')} WHERE room_id = %(room)s",
+    "UPDATE {window} SET recent = %(recent)s WHERE user_id = %(sender)s",
 ]
 
 
@@ -94,6 +126,7 @@ def _sql(template: str, vendor: str) -> str:
         room=quote(Room._meta.db_table),
         member=quote(RoomMember._meta.db_table),
         message=quote(DirectMessage._meta.db_table),
+        window=quote(SendWindow._meta.db_table),
     )
 
 
@@ -144,9 +177,13 @@ def message_store(
 ) -> tuple[list[MemberRow], int]:
     """Store one message; return both members as they were before it, and its id.
 
-    Raises ``Room.DoesNotExist`` (no room yet), ``Forbidden`` (the pair is blocked:
-    nothing was written) or ``IntegrityError`` (``(sender, client_id)`` is taken).
+    Raises, having written nothing: ``Room.DoesNotExist`` (no room yet), ``Forbidden``
+    (the pair is blocked), ``SendWindow.DoesNotExist`` (the sender has no window row
+    yet), ``RateLimited`` (the window is full) or ``IntegrityError`` (``(sender,
+    client_id)`` is taken).
     """
+    limit, window = dm_setting("SEND_RATE_LIMIT"), dm_setting("SEND_RATE_WINDOW_SECONDS")
+    epoch = now.timestamp()
     params = {
         "key": key,
         "sender": sender_id,
@@ -157,6 +194,9 @@ def message_store(
         "reply_to": reply_to_id,
         "true": True,
         "false": False,
+        "limit": limit,
+        "since": epoch - window,
+        "epoch": epoch,
     }
     vendor = connection.vendor
     if vendor == "postgresql" and connection.queries_logged:
@@ -178,11 +218,36 @@ def message_store(
         for room, seq, pk, user, unread, muted, request, *_ in rows
     ]
     if vendor == "postgresql":
-        return members, rows[0][8]
-    insert, room_update, members_update = (_sql(sql, vendor) for sql in _OTHER[1:])
-    params.update(room=rows[0][0], seq=rows[0][1] + 1)
+        message_id, has_window, full_since = rows[0][8:11]
+        if not has_window:
+            raise SendWindow.DoesNotExist(sender_id)
+        if message_id is None:
+            raise _rate_limited(full_since, epoch)
+        return members, message_id
+    window_read, insert, room_update, members_update, window_update = (
+        _sql(sql, vendor) for sql in _OTHER[1:]
+    )
+    cursor.execute(window_read, params)
+    found = cursor.fetchone()
+    if found is None:
+        raise SendWindow.DoesNotExist(sender_id)
+    live = [at for at in json.loads(found[0]) if at > params["since"]]
+    if len(live) >= limit:
+        raise _rate_limited(live[len(live) - limit], epoch)
+    params.update(room=rows[0][0], seq=rows[0][1] + 1, recent=json.dumps([*live, epoch]))
     cursor.execute(insert, params)
     params["message"] = cursor.fetchone()[0]
     cursor.execute(room_update, params)
     cursor.execute(members_update, params)
+    cursor.execute(window_update, params)
     return members, params["message"]
+
+
+def _rate_limited(full_since: float, epoch: float) -> RateLimited:
+    """The refusal of a send whose window is full until the send at ``full_since``
+    leaves it."""
+    limit, window = dm_setting("SEND_RATE_LIMIT"), dm_setting("SEND_RATE_WINDOW_SECONDS")
+    return RateLimited(
+        f"at most {limit} messages per {window} seconds",
+        retry_after=max(1, math.ceil(full_since + window - epoch)),
+    )

@@ -26,7 +26,14 @@ from django.utils import timezone
 from direct_messages import ratelimit, selectors, send_sql
 from direct_messages.conf import dm_setting
 from direct_messages.errors import Forbidden, Invalid, NotFound, RateLimited
-from direct_messages.models import Block, DirectMessage, DirectMessageAttachFiles, Room, RoomMember
+from direct_messages.models import (
+    Block,
+    DirectMessage,
+    DirectMessageAttachFiles,
+    Room,
+    RoomMember,
+    SendWindow,
+)
 from direct_messages.realtime import Event, broadcast_on_commit
 from direct_messages.rooms import inbox_group, pair_room_key
 from direct_messages.schemas import check_message_text, conversation_out, isotime, message_out
@@ -91,6 +98,10 @@ def room_get_or_create(user: Any, other: Any) -> Room:
                     RoomMember(room=room, user=other, other=user, is_request=True, visible=False),
                 ]
             )
+            # Both send rate windows, so that a first send does not find one missing.
+            SendWindow.objects.bulk_create(
+                [SendWindow(user=user), SendWindow(user=other)], ignore_conflicts=True
+            )
             return room
     except IntegrityError:
         return Room.objects.get(key=key)
@@ -154,31 +165,39 @@ def message_send(
         )
     if not text.strip() and not ids:
         raise Invalid("message: an empty message needs attachments")
-    try:
-        place = ratelimit.send_rate_acquire(sender.pk)
-    except RateLimited:
-        existing = _existing_send(sender, other, client_id)  # retries never count
-        if existing is None:
-            raise
-        return existing
     key = pair_room_key(sender.pk, other.pk)
     try:
-        try:
-            return _message_insert(key, sender, other, client_id, text, ids, reply_to)
-        except Room.DoesNotExist:
-            peer_check(sender, other)  # no room for a blocked pair
-            room_get_or_create(sender, other)
-            return _message_insert(key, sender, other, client_id, text, ids, reply_to)
-    except IntegrityError:
-        ratelimit.send_rate_release(sender.pk, place)
-        # (sender, client_id) is taken: a retry, or a concurrent retry that won.
+        return _message_insert_first(key, sender, other, client_id, text, ids, reply_to)
+    except (RateLimited, IntegrityError):
+        # A retry (the rate limit never counts one), or a concurrent retry that won the
+        # unique (sender, client_id).
         existing = _existing_send(sender, other, client_id)
         if existing is None:
             raise
         return existing
-    except BaseException:
-        ratelimit.send_rate_release(sender.pk, place)  # refused: it does not count
-        raise
+
+
+def _message_insert_first(
+    key: str,
+    sender: Any,
+    other: Any,
+    client_id: Any,
+    text: str,
+    attachment_ids: list[int],
+    reply_to_id: int | None,
+) -> SendResult:
+    """:func:`_message_insert`, making the room on first use, and the sender's rate window
+    if the room was made without it (before migration 0005)."""
+    args = (key, sender, other, client_id, text, attachment_ids, reply_to_id)
+    for _ in range(2):
+        try:
+            return _message_insert(*args)
+        except Room.DoesNotExist:
+            peer_check(sender, other)  # no room for a blocked pair
+            room_get_or_create(sender, other)
+        except SendWindow.DoesNotExist:
+            SendWindow.objects.bulk_create([SendWindow(user_id=sender.pk)], ignore_conflicts=True)
+    return _message_insert(*args)
 
 
 def _message_insert(

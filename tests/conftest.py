@@ -47,19 +47,11 @@ def _database_threads_closed(django_db_setup: Any, django_db_blocker: Any) -> It
 
 
 @pytest.fixture(autouse=True)
-def _fresh_rate_limits() -> Iterator[None]:
-    from direct_messages import presence, ratelimit
+def _fresh_presence() -> Iterator[None]:
+    from direct_messages import presence
 
-    ratelimit.memory_window.clear()
     if isinstance(presence.store(), presence.MemoryPresence):
         presence.store().clear()  # type: ignore[union-attr]
-    if os.environ.get("REDIS_URL"):
-        import redis
-
-        client = redis.Redis.from_url(os.environ["REDIS_URL"])
-        keys = list(client.scan_iter("dm:sendrate:*"))
-        if keys:
-            client.delete(*keys)
     yield
 
 

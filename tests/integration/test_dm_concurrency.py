@@ -114,6 +114,70 @@ def test_concurrent_sends_never_exceed_the_rate_limit(alice, bob, settings):
     assert DirectMessage.objects.count() == 5
 
 
+def test_concurrent_sends_to_many_people_never_exceed_the_rate_limit(alice, make_user, settings):
+    """The window is the user's, not the room's: 12 first messages to 12 people, racing
+    (each creating its room, the first creating the window), get 5 places."""
+    from direct_messages.errors import RateLimited
+
+    settings.DIRECT_MESSAGES = {**settings.DIRECT_MESSAGES, "SEND_RATE_LIMIT": 5}
+    people = [make_user() for _ in range(12)]
+
+    def send(person):
+        def call():
+            try:
+                return services.message_send(
+                    sender=alice, recipient=person, client_id=uuid.uuid4(), text="hi"
+                )
+            except RateLimited:
+                return None
+
+        return call
+
+    results = run_concurrently([send(p) for p in people])
+    assert sum(r is not None for r in results) == 5
+    assert DirectMessage.objects.count() == 5
+
+
+def test_the_window_slides(alice, bob, settings):
+    """Places come back one by one as the sends that took them leave the window."""
+    import time
+
+    from direct_messages.errors import RateLimited
+
+    settings.DIRECT_MESSAGES = {
+        **settings.DIRECT_MESSAGES,
+        "SEND_RATE_LIMIT": 2,
+        "SEND_RATE_WINDOW_SECONDS": 1,
+    }
+
+    def send():
+        return services.message_send(sender=alice, account="bob", client_id=uuid.uuid4(), text="x")
+
+    send()
+    time.sleep(0.5)
+    send()
+    with pytest.raises(RateLimited) as refused:
+        send()
+    assert refused.value.retry_after == 1
+    time.sleep(0.6)  # the first send left the window, the second has not
+    send()
+    with pytest.raises(RateLimited):
+        send()
+    assert DirectMessage.objects.count() == 3
+
+
+def test_a_lower_limit_applies_to_a_window_filled_under_a_higher_one(alice, bob, settings):
+    settings.DIRECT_MESSAGES = {**settings.DIRECT_MESSAGES, "SEND_RATE_LIMIT": 4}
+    for _ in range(4):
+        services.message_send(sender=alice, account="bob", client_id=uuid.uuid4(), text="x")
+    settings.DIRECT_MESSAGES = {**settings.DIRECT_MESSAGES, "SEND_RATE_LIMIT": 2}
+    from direct_messages.errors import RateLimited
+
+    with pytest.raises(RateLimited):
+        services.message_send(sender=alice, account="bob", client_id=uuid.uuid4(), text="y")
+    assert DirectMessage.objects.count() == 4
+
+
 def test_a_refused_send_gives_its_rate_limit_place_back(alice, bob, settings):
     from direct_messages.errors import Invalid, RateLimited
 

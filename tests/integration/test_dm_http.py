@@ -3,7 +3,7 @@ import uuid
 
 import pytest
 
-from direct_messages.models import DirectMessage, Room, RoomMember
+from direct_messages.models import DirectMessage, Room, RoomMember, SendWindow
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -336,8 +336,9 @@ def test_a_bad_search_cursor_is_invalid_not_500(alice, auth_client, cursor):
 
 
 def test_a_send_is_one_statement_on_postgresql_and_keeps_every_counter(alice, bob):
-    """The send is the hot path: lock (with the block check), insert, room, members in
-    one statement on PostgreSQL, four on SQLite. It must keep what the ORM version kept."""
+    """The send is the hot path: lock (with the block check), rate window, insert, room,
+    members in one statement on PostgreSQL, six on SQLite. It must keep what the ORM
+    version kept, and move the sender's rate window."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -353,7 +354,8 @@ def test_a_send_is_one_statement_on_postgresql_and_keeps_every_counter(alice, bo
     if connection.vendor == "postgresql":  # one statement: no BEGIN, no COMMIT
         assert statements == ["WITH"]
     else:
-        assert statements == ["BEGIN", "SELECT", "INSERT", "UPDATE", "UPDATE", "COMMIT"]
+        expected = ["BEGIN", "SELECT", "SELECT", "INSERT", "UPDATE", "UPDATE", "UPDATE", "COMMIT"]
+        assert statements == expected
     assert result.created and result.message.seq == 3
     stored = DirectMessage.objects.get(pk=result.message.pk)
     assert (stored.seq, stored.message, stored.client_id) == (3, "three", result.message.client_id)
@@ -368,6 +370,28 @@ def test_a_send_is_one_statement_on_postgresql_and_keeps_every_counter(alice, bo
     assert mine.visible and theirs.visible
     assert mine.last_activity_at == theirs.last_activity_at == stored.created_at
     assert result.payload["created_at"] == result.ack()["created_at"]
+    # The rate windows hold the times of each sender's stored sends, oldest first.
+    for user in (alice, bob):
+        sent = DirectMessage.objects.filter(sender=user).order_by("seq")
+        window = SendWindow.objects.get(user=user).recent
+        assert window == pytest.approx([m.created_at.timestamp() for m in sent], abs=1e-4)
+
+
+def test_a_room_made_without_rate_windows_gets_them_on_first_send(alice, bob, settings):
+    """Rooms made before the windows existed (migration 0005): the first send makes its
+    sender's window, and the limit holds from there."""
+    from direct_messages import services
+    from direct_messages.errors import RateLimited
+
+    settings.DIRECT_MESSAGES = {**settings.DIRECT_MESSAGES, "SEND_RATE_LIMIT": 2}
+    services.message_send(sender=alice, recipient=bob, client_id=uuid.uuid4(), text="one")
+    SendWindow.objects.all().delete()
+    services.message_send(sender=alice, recipient=bob, client_id=uuid.uuid4(), text="two")
+    assert len(SendWindow.objects.get(user=alice).recent) == 1
+    services.message_send(sender=alice, recipient=bob, client_id=uuid.uuid4(), text="three")
+    with pytest.raises(RateLimited):
+        services.message_send(sender=alice, recipient=bob, client_id=uuid.uuid4(), text="four")
+    assert DirectMessage.objects.count() == 3
 
 
 def test_the_send_statement_is_prepared_once_per_connection(alice, bob, make_user):

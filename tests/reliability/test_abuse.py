@@ -94,10 +94,15 @@ async def test_the_socket_cap_is_shared_by_processes(asgi_server_factory, redis_
         await conn.close()
 
 
-async def test_a_send_flood_is_limited_across_two_processes(asgi_server_factory, redis_url):
-    """30 accepted sends per 10 s per user, wherever they land."""
-    one = asgi_server_factory(redis_url, DM_SEND_RATE_LIMIT="30")
-    two = asgi_server_factory(redis_url, DM_SEND_RATE_LIMIT="30")
+@pytest.mark.parametrize("with_redis", [True, False], ids=["redis", "no-redis"])
+async def test_a_send_flood_is_limited_across_two_processes(
+    asgi_server_factory, redis_url, with_redis
+):
+    """30 accepted sends per 10 s per user, wherever they land, Redis or not (the
+    window is in the database)."""
+    layer = redis_url if with_redis else None
+    one = asgi_server_factory(layer, DM_SEND_RATE_LIMIT="30")
+    two = asgi_server_factory(layer, DM_SEND_RATE_LIMIT="30")
     alice, bob = signup(one.http), signup(one.http)
     sockets = [
         await WsClient.open(f"{server.ws}/ws/dm/{bob['account']}/", alice["token"])
@@ -117,7 +122,7 @@ async def test_a_send_flood_is_limited_across_two_processes(asgi_server_factory,
     acked = [a for a in answers if a["type"] == "message.ack"]
     limited = [a for a in answers if a.get("code") == "rate_limited"]
     figure(
-        "send_flood",
+        "send_flood" if with_redis else "send_flood_without_redis",
         sent=len(answers) + 1,
         acked=len(acked),
         rate_limited=len(limited) + (status == 429),
