@@ -57,26 +57,32 @@ _MEMBERS_SET = """
     last_activity_at = %(now)s, visible = %(true)s
 """
 
-# PostgreSQL: everything in one statement, so no BEGIN or COMMIT either. The message
-# id is NULL when nothing was written: the pair is blocked, the sender has no window
-# row yet (``has_window``), or the window is full (``full_since``: the time of the send
-# whose place the next one waits for).
+# PostgreSQL: everything in one statement, so no BEGIN or COMMIT either. The sender's
+# window takes the send only if it has a place (an UPDATE re-checks its condition on
+# the row's newest version after waiting for another send of the same user), and the
+# message is inserted only if the window took it. The message id is NULL when nothing
+# was written: the pair is blocked, or the window is full or missing (then
+# ``_window_refusal`` tells which).
 _POSTGRESQL = f"""
 WITH locked AS ({_LOCK} FOR UPDATE),
 sent AS (
-    SELECT w.user_id,
-           jsonb_path_query_array(w.recent, '$[*] ? (@ > $since)',
-                                  jsonb_build_object('since', %(since)s::float8)) AS live
-    FROM (SELECT * FROM {{window}}
-          WHERE user_id = (SELECT user_id FROM locked WHERE user_id = %(sender)s)
-          FOR UPDATE) w
+    UPDATE {{window}} w
+    SET recent = CASE WHEN jsonb_array_length(w.recent) >= %(limit)s
+                           OR (w.recent -> 0)::float8 <= %(since)s
+                      THEN w.recent - 0 ELSE w.recent END
+                 || to_jsonb(%(epoch)s::float8)
+    FROM locked l
+    WHERE w.user_id = %(sender)s AND l.user_id = %(sender)s AND l.allowed
+      AND (jsonb_array_length(w.recent) < %(limit)s
+           OR (w.recent -> (jsonb_array_length(w.recent) - %(limit)s::int))::float8
+              <= %(since)s)
+    RETURNING w.user_id
 ),
 msg AS (
     {_INSERT}
     SELECT r.room_id, r.user_id, r.last_seq + 1, %(text)s, %(client_id)s, %(now)s,
            %(reply_to)s::bigint
-    FROM locked r, sent
-    WHERE r.user_id = %(sender)s AND r.allowed AND jsonb_array_length(sent.live) < %(limit)s
+    FROM locked r, sent WHERE r.user_id = %(sender)s
     RETURNING id, room_id, seq
 ),
 room_update AS (
@@ -86,16 +92,8 @@ room_update AS (
 members_update AS (
     UPDATE {{member}} SET {_MEMBERS_SET.format(seq="msg.seq")}
     FROM msg WHERE {{member}}.room_id = msg.room_id
-),
-sent_update AS (
-    UPDATE {{window}} SET recent = sent.live || to_jsonb(%(epoch)s::float8)
-    FROM sent, msg WHERE {{window}}.user_id = sent.user_id
 )
-SELECT locked.*, msg.id, sent.user_id IS NOT NULL AS has_window,
-       CASE WHEN jsonb_array_length(sent.live) >= %(limit)s
-            THEN (sent.live -> (jsonb_array_length(sent.live) - %(limit)s::int))::float8
-       END AS full_since
-FROM locked LEFT JOIN msg ON true LEFT JOIN sent ON true
+SELECT locked.*, msg.id FROM locked LEFT JOIN msg ON true
 """
 
 # Elsewhere (SQLite): six statements, in the caller's transaction (IMMEDIATE: it holds
@@ -218,23 +216,17 @@ def message_store(
         for room, seq, pk, user, unread, muted, request, *_ in rows
     ]
     if vendor == "postgresql":
-        message_id, has_window, full_since = rows[0][8:11]
-        if not has_window:
-            raise SendWindow.DoesNotExist(sender_id)
-        if message_id is None:
-            raise _rate_limited(full_since, epoch)
-        return members, message_id
-    window_read, insert, room_update, members_update, window_update = (
-        _sql(sql, vendor) for sql in _OTHER[1:]
-    )
-    cursor.execute(window_read, params)
-    found = cursor.fetchone()
-    if found is None:
-        raise SendWindow.DoesNotExist(sender_id)
-    live = [at for at in json.loads(found[0]) if at > params["since"]]
-    if len(live) >= limit:
-        raise _rate_limited(live[len(live) - limit], epoch)
-    params.update(room=rows[0][0], seq=rows[0][1] + 1, recent=json.dumps([*live, epoch]))
+        if rows[0][8] is None:
+            raise _window_refusal(cursor, params)
+        return members, rows[0][8]
+    insert, room_update, members_update, window_update = (_sql(sql, vendor) for sql in _OTHER[2:])
+    recent = _window_read(cursor, params)
+    full_since = _window_full_since(recent, params)
+    if full_since is not None:
+        raise _rate_limited(full_since, epoch)
+    if recent and (len(recent) >= limit or recent[0] <= params["since"]):
+        del recent[0]  # as the PostgreSQL statement does
+    params.update(room=rows[0][0], seq=rows[0][1] + 1, recent=json.dumps([*recent, epoch]))
     cursor.execute(insert, params)
     params["message"] = cursor.fetchone()[0]
     cursor.execute(room_update, params)
@@ -243,11 +235,36 @@ def message_store(
     return members, params["message"]
 
 
-def _rate_limited(full_since: float, epoch: float) -> RateLimited:
+def _window_read(cursor: Any, params: dict[str, Any]) -> list[float]:
+    """The sender's window, or ``SendWindow.DoesNotExist``."""
+    cursor.execute(_sql(_OTHER[1], connection.vendor), params)
+    found = cursor.fetchone()
+    if found is None:
+        raise SendWindow.DoesNotExist(params["sender"])
+    return list(json.loads(found[0]) if isinstance(found[0], str) else found[0])
+
+
+def _window_full_since(recent: list[float], params: dict[str, Any]) -> float | None:
+    """None if the window has a place at the send's time; else the time of the send
+    whose place the next one waits for (the limit-th newest, still in the window).
+
+    The window may also hold sends older than that (it drops at most one per send, to
+    stay cheap to move); they do not change the answer."""
+    limit = params["limit"]
+    if len(recent) < limit or recent[-limit] <= params["since"]:
+        return None
+    return recent[-limit]
+
+
+def _window_refusal(cursor: Any, params: dict[str, Any]) -> Exception:
+    """Why the send statement stored nothing although the pair may talk: the sender's
+    window is missing, or full (read at the send's time: later sends only add to it)."""
+    return _rate_limited(_window_full_since(_window_read(cursor, params), params), params["epoch"])
+
+
+def _rate_limited(full_since: float | None, epoch: float) -> RateLimited:
     """The refusal of a send whose window is full until the send at ``full_since``
-    leaves it."""
+    leaves it (None: unknown, try again in a second)."""
     limit, window = dm_setting("SEND_RATE_LIMIT"), dm_setting("SEND_RATE_WINDOW_SECONDS")
-    return RateLimited(
-        f"at most {limit} messages per {window} seconds",
-        retry_after=max(1, math.ceil(full_since + window - epoch)),
-    )
+    wait = 1 if full_since is None else math.ceil(full_since + window - epoch)
+    return RateLimited(f"at most {limit} messages per {window} seconds", retry_after=max(1, wait))

@@ -12,7 +12,7 @@ import pytest
 from django.db import connection
 
 from direct_messages import services
-from direct_messages.models import DirectMessage, Room, RoomMember
+from direct_messages.models import DirectMessage, Room, RoomMember, SendWindow
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -164,6 +164,8 @@ def test_the_window_slides(alice, bob, settings):
     with pytest.raises(RateLimited):
         send()
     assert DirectMessage.objects.count() == 3
+    # The window row keeps no more than the limit needs.
+    assert len(SendWindow.objects.get(user=alice).recent) == 2
 
 
 def test_a_lower_limit_applies_to_a_window_filled_under_a_higher_one(alice, bob, settings):
