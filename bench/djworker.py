@@ -2,7 +2,7 @@
 
 ``python -m bench.djworker users N``   N accounts by bulk insert, with tokens, as JSON
 ``python -m bench.djworker reads``     build the reads-at-scale data set, time the pages
-``python -m bench.djworker sends N``   SQL queries and time of ``services.message_send``
+``python -m bench.djworker sends N``   SQL queries, time and PostgreSQL CPU of ``services.message_send``
 
 Data is written with bulk inserts (``COPY`` on PostgreSQL, ``executemany`` on SQLite)
 into the product's own tables, whose columns are read from the models, so new columns
@@ -414,6 +414,7 @@ def sends(n: int, sender_info: dict[str, Any] | None = None) -> dict[str, Any]:
             times.append((time.perf_counter() - t) * 1000)
         counts.append(len(ctx.captured_queries))
     components = _send_components(sender, peer["account"], max(10, n // 4))
+    postgres_ms = _postgres_cpu_per_send(n * 10)
     kinds: dict[str, int] = {}
     for q in ctx.captured_queries:
         word = q["sql"].split(None, 1)[0].upper()
@@ -425,7 +426,57 @@ def sends(n: int, sender_info: dict[str, Any] | None = None) -> dict[str, Any]:
         "queries": [q["sql"][:160] for q in ctx.captured_queries],
         "median_ms": round(statistics.median(times), 3),
         "components_median_ms": components,
+        "postgres_cpu_ms_per_send": postgres_ms,
     }
+
+
+def _postgres_cpu_per_send(n: int) -> float | None:
+    """PostgreSQL's own CPU per send: this connection's server process, read from /proc
+    around ``n`` sends, as in production (queries not logged, the statement prepared,
+    the default rate limit): 100 senders take turns, 20 sends each at most, so that
+    none is limited and each one's rate window is as long as a real user's.
+
+    None on SQLite, or when the server process is not on this machine."""
+    from django.conf import settings
+
+    from direct_messages import services
+    from direct_messages.conf import DEFAULTS
+
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+
+    def cpu() -> float:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    tag = uuid.uuid4().hex[:6]
+    people = make_users([f"pg_{tag}_{i}" for i in range(200)])
+    senders = [User.objects.get(pk=p["id"]) for p in people[:100]]
+    pairs = list(zip(senders, [p["account"] for p in people[100:]], strict=True))
+    saved = settings.DIRECT_MESSAGES
+    settings.DIRECT_MESSAGES = {
+        **saved,
+        "SEND_RATE_LIMIT": DEFAULTS["SEND_RATE_LIMIT"],
+        "SEND_RATE_WINDOW_SECONDS": DEFAULTS["SEND_RATE_WINDOW_SECONDS"],
+    }
+    try:
+        for sender, account in pairs:  # the rooms and windows exist before measuring
+            services.message_send(sender=sender, account=account, client_id=uuid.uuid4(), text="x")
+        n = min(n, 20 * len(pairs))
+        try:
+            before = cpu()
+        except OSError:
+            return None
+        for i in range(n):
+            sender, account = pairs[i % len(pairs)]
+            services.message_send(sender=sender, account=account, client_id=uuid.uuid4(), text="hi")
+        return round(1000 * (cpu() - before) / n, 3)
+    finally:
+        settings.DIRECT_MESSAGES = saved
 
 
 def _send_components(sender: Any, account: str, n: int) -> dict[str, float]:

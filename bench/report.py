@@ -449,6 +449,16 @@ def reads_table(results: dict[str, Any]) -> str:
             + " | ".join(f"{s['median_ms']:.2f}" for _, s in sends)
             + " |"
         )
+        lines.append(
+            "| PostgreSQL's CPU per send (ms; its server process, prepared statement) | "
+            + " | ".join(
+                "–"
+                if s.get("postgres_cpu_ms_per_send") is None
+                else f"{s['postgres_cpu_ms_per_send']:.3f}"
+                for _, s in sends
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -621,7 +631,7 @@ def generated_section(results: dict[str, Any], plot_name: str) -> str:
             "",
             "`INFO commandstats` deltas of the harness's own redis-server over the fastest sweep step "
             "that kept up, divided by the messages delivered (warm-up included). They include the "
-            "consumers' 20-second heartbeats (100 sockets) and the send rate limiter.",
+            "consumers' 20-second heartbeats (100 sockets).",
             "",
             redis_table(results),
         ]
