@@ -33,6 +33,7 @@ import logging  # noqa: E402
 
 logging.getLogger("django.request").setLevel(logging.ERROR)
 
+from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.contrib.auth.hashers import make_password  # noqa: E402
 from django.core.management.color import no_style  # noqa: E402
@@ -437,8 +438,9 @@ def _postgres_cpu_per_send(n: int) -> float | None:
     none is limited and each one's rate window is as long as a real user's.
 
     None on SQLite, or when the server process is not on this machine."""
-    from django.conf import settings
+    from django.test import override_settings
 
+    from bench.procs import cpu_seconds
     from direct_messages import services
     from direct_messages.conf import DEFAULTS
 
@@ -447,36 +449,23 @@ def _postgres_cpu_per_send(n: int) -> float | None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         pid = cursor.fetchone()[0]
-
-    def cpu() -> float:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
     tag = uuid.uuid4().hex[:6]
     people = make_users([f"pg_{tag}_{i}" for i in range(200)])
     senders = [User.objects.get(pk=p["id"]) for p in people[:100]]
     pairs = list(zip(senders, [p["account"] for p in people[100:]], strict=True))
-    saved = settings.DIRECT_MESSAGES
-    settings.DIRECT_MESSAGES = {
-        **saved,
-        "SEND_RATE_LIMIT": DEFAULTS["SEND_RATE_LIMIT"],
-        "SEND_RATE_WINDOW_SECONDS": DEFAULTS["SEND_RATE_WINDOW_SECONDS"],
-    }
-    try:
+    limits = {k: DEFAULTS[k] for k in ("SEND_RATE_LIMIT", "SEND_RATE_WINDOW_SECONDS")}
+    with override_settings(DIRECT_MESSAGES={**settings.DIRECT_MESSAGES, **limits}):
         for sender, account in pairs:  # the rooms and windows exist before measuring
             services.message_send(sender=sender, account=account, client_id=uuid.uuid4(), text="x")
         n = min(n, 20 * len(pairs))
         try:
-            before = cpu()
+            before = cpu_seconds(pid)
         except OSError:
             return None
         for i in range(n):
             sender, account = pairs[i % len(pairs)]
             services.message_send(sender=sender, account=account, client_id=uuid.uuid4(), text="hi")
-        return round(1000 * (cpu() - before) / n, 3)
-    finally:
-        settings.DIRECT_MESSAGES = saved
+        return round(1000 * (cpu_seconds(pid) - before) / n, 3)
 
 
 def _send_components(sender: Any, account: str, n: int) -> dict[str, float]:

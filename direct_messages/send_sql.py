@@ -193,6 +193,7 @@ def message_store(
         "true": True,
         "false": False,
         "limit": limit,
+        "window": window,
         "since": epoch - window,
         "epoch": epoch,
     }
@@ -223,7 +224,7 @@ def message_store(
     recent = _window_read(cursor, params)
     full_since = _window_full_since(recent, params)
     if full_since is not None:
-        raise _rate_limited(full_since, epoch)
+        raise _rate_limited(full_since, params)
     if recent and (len(recent) >= limit or recent[0] <= params["since"]):
         del recent[0]  # as the PostgreSQL statement does
     params.update(room=rows[0][0], seq=rows[0][1] + 1, recent=json.dumps([*recent, epoch]))
@@ -259,12 +260,12 @@ def _window_full_since(recent: list[float], params: dict[str, Any]) -> float | N
 def _window_refusal(cursor: Any, params: dict[str, Any]) -> Exception:
     """Why the send statement stored nothing although the pair may talk: the sender's
     window is missing, or full (read at the send's time: later sends only add to it)."""
-    return _rate_limited(_window_full_since(_window_read(cursor, params), params), params["epoch"])
+    return _rate_limited(_window_full_since(_window_read(cursor, params), params), params)
 
 
-def _rate_limited(full_since: float | None, epoch: float) -> RateLimited:
+def _rate_limited(full_since: float | None, params: dict[str, Any]) -> RateLimited:
     """The refusal of a send whose window is full until the send at ``full_since``
     leaves it (None: unknown, try again in a second)."""
-    limit, window = dm_setting("SEND_RATE_LIMIT"), dm_setting("SEND_RATE_WINDOW_SECONDS")
-    wait = 1 if full_since is None else math.ceil(full_since + window - epoch)
+    limit, window = params["limit"], params["window"]
+    wait = 1 if full_since is None else math.ceil(full_since + window - params["epoch"])
     return RateLimited(f"at most {limit} messages per {window} seconds", retry_after=max(1, wait))

@@ -166,8 +166,19 @@ def message_send(
     if not text.strip() and not ids:
         raise Invalid("message: an empty message needs attachments")
     key = pair_room_key(sender.pk, other.pk)
+    args = (key, sender, other, client_id, text, ids, reply_to)
     try:
-        return _message_insert_first(key, sender, other, client_id, text, ids, reply_to)
+        for _ in range(2):  # a first send makes the room; a room from before 0005, the window
+            try:
+                return _message_insert(*args)
+            except Room.DoesNotExist:
+                peer_check(sender, other)  # no room for a blocked pair
+                room_get_or_create(sender, other)
+            except SendWindow.DoesNotExist:
+                SendWindow.objects.bulk_create(
+                    [SendWindow(user_id=sender.pk)], ignore_conflicts=True
+                )
+        return _message_insert(*args)
     except (RateLimited, IntegrityError):
         # A retry (the rate limit never counts one), or a concurrent retry that won the
         # unique (sender, client_id).
@@ -175,29 +186,6 @@ def message_send(
         if existing is None:
             raise
         return existing
-
-
-def _message_insert_first(
-    key: str,
-    sender: Any,
-    other: Any,
-    client_id: Any,
-    text: str,
-    attachment_ids: list[int],
-    reply_to_id: int | None,
-) -> SendResult:
-    """:func:`_message_insert`, making the room on first use, and the sender's rate window
-    if the room was made without it (before migration 0005)."""
-    args = (key, sender, other, client_id, text, attachment_ids, reply_to_id)
-    for _ in range(2):
-        try:
-            return _message_insert(*args)
-        except Room.DoesNotExist:
-            peer_check(sender, other)  # no room for a blocked pair
-            room_get_or_create(sender, other)
-        except SendWindow.DoesNotExist:
-            SendWindow.objects.bulk_create([SendWindow(user_id=sender.pk)], ignore_conflicts=True)
-    return _message_insert(*args)
 
 
 def _message_insert(
