@@ -10,11 +10,22 @@ class Room(models.Model):
     """The one conversation of a pair of users, created by its first message."""
 
     key = models.CharField(max_length=64, unique=True)
-    user_lo = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    # Indexed by room_pair_unique, which leads with it.
+    user_lo = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+", db_index=False)
     user_hi = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
     last_seq = models.PositiveBigIntegerField(default=0)
+    # The latest message not unsent, for the inbox. Every send moves it, so it has no
+    # index and no constraint: with either, each send would write a new entry in every
+    # index of the room (no HOT update) and check the key at commit. Messages are only
+    # deleted with their room; a pointer left dangling otherwise reads as no message.
     last_message = models.ForeignKey(
-        "DirectMessage", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "DirectMessage",
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     last_activity_at = models.DateTimeField(default=timezone.now)
     created_at = models.DateTimeField(default=timezone.now)
@@ -32,9 +43,15 @@ class Room(models.Model):
 class RoomMember(models.Model):
     """One user's side of a room: read cursor, unread count, folder and settings."""
 
-    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="members")
+    # Every send writes a new version of both member rows, and so an entry in each of
+    # the table's indexes: none is kept that another covers. The room is indexed by
+    # member_room_user_unique; the other user is the room's other member, deleted with
+    # the room when either user is, so it needs no index or constraint of its own.
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="members", db_index=False)
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="dm_memberships")
-    other = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    other = models.ForeignKey(
+        User, on_delete=models.DO_NOTHING, related_name="+", db_index=False, db_constraint=False
+    )
     last_read_seq = models.PositiveBigIntegerField(default=0)
     unread_count = models.PositiveIntegerField(default=0)
     muted = models.BooleanField(default=False)
@@ -69,14 +86,24 @@ class RoomMember(models.Model):
 
 
 class DirectMessage(models.Model):
-    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="messages")
-    sender = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    # Only the indexes the reads and the unique keys need: every send writes an entry in
+    # each. Room and sender are indexed by the two unique constraints that lead with
+    # them; replies by a partial index that a message without one never enters.
+    room = models.ForeignKey(
+        Room, on_delete=models.CASCADE, related_name="messages", db_index=False
+    )
+    sender = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+", db_index=False)
     seq = models.PositiveBigIntegerField()
     message = models.TextField(blank=True)
     client_id = models.UUIDField()
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    created_at = models.DateTimeField(default=timezone.now)
     reply_to = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
     )
     edited_at = models.DateTimeField(null=True, blank=True)
     unsent_at = models.DateTimeField(null=True, blank=True)
@@ -86,6 +113,13 @@ class DirectMessage(models.Model):
             models.UniqueConstraint(fields=["room", "seq"], name="message_room_seq_unique"),
             models.UniqueConstraint(
                 fields=["sender", "client_id"], name="message_sender_client_id_unique"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["reply_to"],
+                condition=Q(reply_to__isnull=False),
+                name="message_reply_to_idx",
             ),
         ]
 
@@ -106,8 +140,13 @@ class AttachmentKind(models.TextChoices):
 class DirectMessageAttachFiles(models.Model):
     """An uploaded file: owned by its uploader until a message claims it."""
 
-    message = models.ForeignKey(
-        DirectMessage, null=True, blank=True, on_delete=models.SET_NULL, related_name="attachments"
+    message = models.ForeignKey(  # indexed by attachment_message_idx
+        DirectMessage,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="attachments",
+        db_index=False,
     )
     uploader = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
     file = models.FileField(upload_to="dm/%Y/%m/", max_length=255)
