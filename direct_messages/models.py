@@ -5,6 +5,11 @@ from django.utils import timezone
 
 User = settings.AUTH_USER_MODEL
 
+# A send writes a message row and new versions of its room and both member rows, and
+# each row version takes an entry in every index of its table (migration 0006): these
+# tables keep no index that another one covers, and no index on a column only a send
+# changes, so that the room's new version is a HOT update.
+
 
 class Room(models.Model):
     """The one conversation of a pair of users, created by its first message."""
@@ -14,10 +19,9 @@ class Room(models.Model):
     user_lo = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+", db_index=False)
     user_hi = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
     last_seq = models.PositiveBigIntegerField(default=0)
-    # The latest message not unsent, for the inbox. Every send moves it, so it has no
-    # index and no constraint: with either, each send would write a new entry in every
-    # index of the room (no HOT update) and check the key at commit. Messages are only
-    # deleted with their room; a pointer left dangling otherwise reads as no message.
+    # The latest message not unsent, for the inbox; moved by every send, so neither
+    # indexed nor checked at commit. Messages are only deleted with their room; a
+    # pointer left dangling otherwise reads as no message.
     last_message = models.ForeignKey(
         "DirectMessage",
         null=True,
@@ -43,10 +47,8 @@ class Room(models.Model):
 class RoomMember(models.Model):
     """One user's side of a room: read cursor, unread count, folder and settings."""
 
-    # Every send writes a new version of both member rows, and so an entry in each of
-    # the table's indexes: none is kept that another covers. The room is indexed by
-    # member_room_user_unique; the other user is the room's other member, deleted with
-    # the room when either user is, so it needs no index or constraint of its own.
+    # The room is indexed by member_room_user_unique; the other user is the room's other
+    # member, deleted with the room when either user is, so needs no index or constraint.
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="members", db_index=False)
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="dm_memberships")
     other = models.ForeignKey(
@@ -86,9 +88,8 @@ class RoomMember(models.Model):
 
 
 class DirectMessage(models.Model):
-    # Only the indexes the reads and the unique keys need: every send writes an entry in
-    # each. Room and sender are indexed by the two unique constraints that lead with
-    # them; replies by a partial index that a message without one never enters.
+    # Room and sender are indexed by the unique constraints that lead with them; replies
+    # by a partial index that a message without one never enters.
     room = models.ForeignKey(
         Room, on_delete=models.CASCADE, related_name="messages", db_index=False
     )

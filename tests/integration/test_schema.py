@@ -4,9 +4,9 @@ the columns left without a constraint (migration 0006) still hold together."""
 import uuid
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
-from direct_messages import services
+from direct_messages import selectors, services
 from direct_messages.models import DirectMessage, Room, RoomMember
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -54,8 +54,6 @@ def test_a_send_updates_its_room_without_new_index_entries(alice, bob):
     """None of the room columns a send changes is indexed, so PostgreSQL updates the
     room row in place on its page (a HOT update) instead of writing an entry in each of
     the room's indexes. pg_stat_xact_* counts this transaction's own updates."""
-    from django.db import transaction
-
     send(alice, bob, "first")  # creates the room
     with transaction.atomic(), connection.cursor() as cursor:
         for text in ("one", "two", "three"):
@@ -86,7 +84,7 @@ def test_deleting_a_user_deletes_their_conversations_and_only_theirs(alice, bob,
     assert list(Room.objects.values_list("user_lo_id", "user_hi_id")) == [
         tuple(sorted((bob.pk, carol.pk)))
     ]
-    inbox = services_inbox(bob)
+    inbox = selectors.inbox_list(user=bob)["results"]
     assert [(c["with"]["account"], c["last_message"]["message"]) for c in inbox] == [
         ("carol", "hi bob")
     ]
@@ -107,9 +105,3 @@ def test_a_last_message_deleted_on_its_own_reads_as_none(alice, bob, auth_client
     assert send(alice, bob, "three").seq == 3
     [conversation] = auth_client(bob).get("/api/inbox?folder=requests").json()["results"]
     assert conversation["last_message"]["message"] == "three"
-
-
-def services_inbox(user):
-    from direct_messages import selectors
-
-    return selectors.inbox_list(user=user)["results"]
