@@ -199,9 +199,15 @@ def asgi_server_factory(
 ) -> Iterator[Callable[..., LiveServer]]:
     started: list[LiveServer] = []
 
-    def start(redis_url: str | None = None, server: str = "daphne", **extra: str) -> LiveServer:
+    def start(
+        redis_url: str | None = None,
+        server: str = "daphne",
+        args: tuple[str, ...] = (),
+        **extra: str,
+    ) -> LiveServer:
         env = server_env(live_database_url, redis_url, **extra)
-        live = LiveServer(env=env, server=server, log_path=tmp_path / f"server{len(started)}.log")
+        log_path = tmp_path / f"server{len(started)}.log"
+        live = LiveServer(env=env, server=server, args=args, log_path=log_path)
         started.append(live.start())
         return live
 

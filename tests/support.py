@@ -118,6 +118,7 @@ class LiveServer:
 
     env: dict[str, str]
     server: str = "daphne"
+    args: tuple[str, ...] = ()  # more command-line options for the server
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
@@ -155,6 +156,7 @@ class LiveServer:
                 str(self.port),
                 "instamg.asgi:application",
             ]
+        cmd[-1:-1] = self.args
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=log)
         wait_for_port(self.port, proc=self.proc)
