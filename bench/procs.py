@@ -76,10 +76,21 @@ def cpu_seconds(pid: int) -> float:
 
 def machine_busy_seconds() -> float:
     """CPU seconds the whole machine has spent not idle (all cores, all tenants)."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
+    fields = _machine_times()
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
     return (sum(fields[:8]) - idle) / CLK_TCK
+
+
+def machine_steal_seconds() -> float:
+    """CPU seconds the hypervisor gave this machine's cores to other guests, all cores:
+    time our processes were ready to run and could not, which shows up as latency."""
+    fields = _machine_times()
+    return fields[7] / CLK_TCK if len(fields) > 7 else 0.0
+
+
+def _machine_times() -> list[int]:
+    with open("/proc/stat") as f:
+        return [int(x) for x in f.readline().split()[1:]]
 
 
 def cpu_by_process(servers: list[int]) -> dict[str, float]:

@@ -567,6 +567,27 @@ def svg_plot(results: dict[str, Any]) -> str:
 # --- RESULTS.md -----------------------------------------------------------------------
 
 
+def _steal_summary(results: dict[str, Any]) -> str:
+    """How much of the machine the hypervisor gave to other guests during the load steps:
+    the one kind of noise that ratios against a baseline measured minutes earlier do not
+    cancel, since it comes in bursts."""
+    steals = sorted(
+        s["steal_percent"]
+        for _, sweep in latency_rows(results)
+        for s in sweep.get("steps", [])
+        if s.get("steal_percent") is not None
+    )
+    if not steals:
+        return "Steal time was not measured in this run."
+    median = steals[len(steals) // 2]
+    return (
+        f"Steal time (the cores given to other guests of the host) during the {len(steals)} "
+        f"load steps: median {median}% of the machine, max {steals[-1]}%. Above a few percent "
+        "it comes in bursts that fail single steps at rates the same stack sustains a minute "
+        "later: compare such a run's ratios with care."
+    )
+
+
 def generated_section(results: dict[str, Any], plot_name: str) -> str:
     env = results.get("environment", {})
     parts = [
@@ -577,6 +598,8 @@ def generated_section(results: dict[str, Any], plot_name: str) -> str:
         "the ratios against the floor measured in the same run are the figures that count). "
         f"Code at `{env.get('commit', '?')}`. Last run: `{results.get('command', 'make bench')}` "
         f"in {results.get('wall_minutes', '?')} min. " + _scenario_dates(results),
+        "",
+        _steal_summary(results),
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items()) + ".",
         "",

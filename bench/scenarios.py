@@ -129,6 +129,7 @@ def load_once(
         stats["cpu"] = [procs.cpu_seconds(p) for p in cpu_pids]
         stats["by_process"] = procs.cpu_by_process(cpu_pids)
         stats["machine"] = procs.machine_busy_seconds()
+        stats["steal"], stats["wall"] = procs.machine_steal_seconds(), time.monotonic()
         if redis:
             stats["before"] = await asyncio.to_thread(redis.commandstats)
 
@@ -136,6 +137,7 @@ def load_once(
         stats["cpu_after"] = [procs.cpu_seconds(p) for p in cpu_pids]
         stats["by_process_after"] = procs.cpu_by_process(cpu_pids)
         stats["machine_after"] = procs.machine_busy_seconds()
+        stats["steal_after"], stats["wall_after"] = procs.machine_steal_seconds(), time.monotonic()
         if redis:
             stats["after"] = await asyncio.to_thread(redis.commandstats)
 
@@ -162,6 +164,9 @@ def load_once(
         result["server_cpu_ms_per_message"] = round(1000 * used / total, 3) if cpu_pids else None
         machine = stats["machine_after"] - stats["machine"]
         result["machine_cpu_ms_per_message"] = round(1000 * machine / total, 3)
+        capacity = (stats["wall_after"] - stats["wall"]) * (os.cpu_count() or 1)
+        steal = stats["steal_after"] - stats["steal"]
+        result["steal_percent"] = round(100 * steal / capacity, 1) if capacity > 0 else None
         before, after = stats["by_process"], stats["by_process_after"]
         result["cpu_ms_per_message_by_process"] = {
             kind: round(1000 * (after[kind] - before.get(kind, 0.0)) / total, 3)
@@ -184,7 +189,7 @@ def load_once(
         say(
             f"           machine_cpu/msg={result['machine_cpu_ms_per_message']}ms ("
             + ", ".join(f"{kind} {ms}" for kind, ms in parts)
-            + ")"
+            + f"); steal {result['steal_percent']}% of the machine"
         )
     return result
 
