@@ -74,23 +74,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def machine_busy_seconds() -> float:
-    """CPU seconds the whole machine has spent not idle (all cores, all tenants)."""
-    fields = _machine_times()
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return (sum(fields[:8]) - idle) / CLK_TCK
-
-
-def machine_steal_seconds() -> float:
-    """CPU seconds the hypervisor gave this machine's cores to other guests, all cores:
-    time our processes were ready to run and could not, which shows up as latency."""
-    fields = _machine_times()
-    return fields[7] / CLK_TCK if len(fields) > 7 else 0.0
-
-
-def _machine_times() -> list[int]:
+def machine_seconds() -> tuple[float, float]:
+    """CPU seconds of the whole machine so far, all cores: (busy, stolen). Busy is what
+    ran on it, every tenant included; stolen is what the hypervisor gave other guests
+    while ours were ready to run, which shows up as latency, not as work."""
     with open("/proc/stat") as f:
-        return [int(x) for x in f.readline().split()[1:]]
+        user, nice, system, _idle, _iowait, irq, softirq, steal, *_ = (
+            int(x) for x in f.readline().split()[1:]
+        )
+    return (user + nice + system + irq + softirq) / CLK_TCK, steal / CLK_TCK
 
 
 def cpu_by_process(servers: list[int]) -> dict[str, float]:

@@ -8,6 +8,7 @@ import platform
 import re
 import shutil
 import sqlite3
+import statistics
 import subprocess
 from html import escape
 from importlib import metadata
@@ -571,18 +572,17 @@ def _steal_summary(results: dict[str, Any]) -> str:
     """How much of the machine the hypervisor gave to other guests during the load steps:
     the one kind of noise that ratios against a baseline measured minutes earlier do not
     cancel, since it comes in bursts."""
-    steals = sorted(
+    steals = [
         s["steal_percent"]
         for _, sweep in latency_rows(results)
         for s in sweep.get("steps", [])
         if s.get("steal_percent") is not None
-    )
+    ]
     if not steals:
         return "Steal time was not measured in this run."
-    median = steals[len(steals) // 2]
     return (
         f"Steal time (the cores given to other guests of the host) during the {len(steals)} "
-        f"load steps: median {median}% of the machine, max {steals[-1]}%. Above a few percent "
+        f"load steps: median {statistics.median(steals)}% of the machine, max {max(steals)}%. Above a few percent "
         "it comes in bursts that fail single steps at rates the same stack sustains a minute "
         "later: compare such a run's ratios with care."
     )

@@ -128,16 +128,16 @@ def load_once(
             on_ready()
         stats["cpu"] = [procs.cpu_seconds(p) for p in cpu_pids]
         stats["by_process"] = procs.cpu_by_process(cpu_pids)
-        stats["machine"] = procs.machine_busy_seconds()
-        stats["steal"], stats["wall"] = procs.machine_steal_seconds(), time.monotonic()
+        stats["machine"], stats["steal"] = procs.machine_seconds()
+        stats["wall"] = time.monotonic()
         if redis:
             stats["before"] = await asyncio.to_thread(redis.commandstats)
 
     async def done() -> None:
         stats["cpu_after"] = [procs.cpu_seconds(p) for p in cpu_pids]
         stats["by_process_after"] = procs.cpu_by_process(cpu_pids)
-        stats["machine_after"] = procs.machine_busy_seconds()
-        stats["steal_after"], stats["wall_after"] = procs.machine_steal_seconds(), time.monotonic()
+        stats["machine_after"], stats["steal_after"] = procs.machine_seconds()
+        stats["wall_after"] = time.monotonic()
         if redis:
             stats["after"] = await asyncio.to_thread(redis.commandstats)
 
