@@ -41,7 +41,7 @@ from django.db import connection, models  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
-from decorators.auth import token_issue  # noqa: E402
+from direct_messages.auth import token_issue  # noqa: E402
 from direct_messages.models import DirectMessage, Room, RoomMember  # noqa: E402
 
 User = get_user_model()

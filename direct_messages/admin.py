@@ -1,4 +1,8 @@
+from typing import Any
+
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.http import HttpRequest
 
 from direct_messages.models import (
     Block,
@@ -8,6 +12,11 @@ from direct_messages.models import (
     Room,
     RoomMember,
 )
+
+
+def _username(relation: str) -> str:
+    """A search field on the host's user model, whatever its username field is."""
+    return f"{relation}__{get_user_model().USERNAME_FIELD}"
 
 
 class RoomMemberInline(admin.TabularInline):
@@ -20,17 +29,21 @@ class RoomMemberInline(admin.TabularInline):
 @admin.register(Room)
 class RoomAdmin(admin.ModelAdmin):
     list_display = ["key", "user_lo", "user_hi", "last_seq", "last_activity_at"]
-    search_fields = ["key", "user_lo__account", "user_hi__account"]
     raw_id_fields = ["user_lo", "user_hi", "last_message"]
     inlines = [RoomMemberInline]
+
+    def get_search_fields(self, request: HttpRequest) -> Any:
+        return ["key", _username("user_lo"), _username("user_hi")]
 
 
 @admin.register(DirectMessage)
 class DirectMessageAdmin(admin.ModelAdmin):
     list_display = ["id", "room", "seq", "sender", "created_at", "edited_at", "unsent_at"]
     list_filter = ["created_at"]
-    search_fields = ["room__key", "sender__account"]
     raw_id_fields = ["room", "sender", "reply_to"]
+
+    def get_search_fields(self, request: HttpRequest) -> Any:
+        return ["room__key", _username("sender")]
 
 
 @admin.register(DirectMessageAttachFiles)

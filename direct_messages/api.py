@@ -7,9 +7,9 @@ from ninja import Query, Router, Schema, Status
 from ninja.decorators import decorate_view
 from pydantic import Field
 
-from decorators.api import errors
 from direct_messages import attachments, selectors, services
 from direct_messages.api_attachments import SEND_OPENAPI, limit_uploads, send_body_read
+from direct_messages.http import errors
 from direct_messages.schemas import ReadIn
 
 router = Router(tags=["direct messages"])

@@ -34,10 +34,10 @@ from ninja import Router, Status
 from ninja.decorators import decorate_view
 from pydantic import ValidationError as PydanticValidationError
 
-from decorators.api import errors
 from direct_messages.attachments import LimitedUploadHandler, attachment_create
 from direct_messages.conf import dm_setting
 from direct_messages.errors import Invalid, NotFound, TooLarge
+from direct_messages.http import errors
 from direct_messages.models import DirectMessageAttachFiles
 from direct_messages.schemas import MessageSendIn, attachment_out, describe_validation_error
 

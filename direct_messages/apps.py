@@ -5,3 +5,6 @@ class DirectMessagesConfig(AppConfig):
     name = "direct_messages"
     verbose_name = "Direct messages"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from direct_messages import checks  # noqa: F401  (registers the system checks)

@@ -21,9 +21,10 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 
-from decorators.db import in_thread
 from direct_messages import presence, selectors, services
+from direct_messages.adapters import handle_of
 from direct_messages.conf import dm_setting
+from direct_messages.db import in_thread
 from direct_messages.errors import ApiError, Forbidden, Internal, Invalid, NotFound, TooLarge
 from direct_messages.realtime import collecting_events, publish
 from direct_messages.rooms import inbox_group, pair_room_key, presence_group
@@ -269,6 +270,7 @@ class FrameConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return True
         self.user = user
+        self.handle = handle_of(user)
         return not await self.admit()
 
 
@@ -388,7 +390,7 @@ class DirectMessageConsumer(FrameConsumer):
 
     async def frame_read(self, frame: Any) -> None:
         await self.call(
-            services.room_mark_read, user=self.user, account=self.other.account, seq=frame.seq
+            services.room_mark_read, user=self.user, account=handle_of(self.other), seq=frame.seq
         )
 
     async def frame_message_edit(self, frame: Any) -> None:
@@ -471,15 +473,15 @@ class DirectMessageConsumer(FrameConsumer):
         await self.send_json(event)
 
     async def seen(self, event: dict[str, Any]) -> None:
-        if event["account"] != self.user.account:
+        if event["account"] != self.handle:
             await self.send_json(event)
 
     async def typing(self, event: dict[str, Any]) -> None:
-        if event["account"] != self.user.account:
+        if event["account"] != self.handle:
             await self.send_json(event)
 
     async def presence(self, event: dict[str, Any]) -> None:
-        if event["account"] != self.user.account:
+        if event["account"] != self.handle:
             await self.send_json(event)
 
     async def room_blocked(self, event: dict[str, Any]) -> None:

@@ -214,3 +214,17 @@ class SendWindow(models.Model):
 
     def __str__(self) -> str:
         return f"send window of {self.user_id}"
+
+
+class UserActivity(models.Model):
+    """When a user was last seen by the app (their last socket closed or opened):
+    kept here, not on the host's user model, which the app does not own."""
+
+    user = models.OneToOneField(User, primary_key=True, on_delete=models.CASCADE, related_name="+")
+    last_active_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name_plural = "user activity"
+
+    def __str__(self) -> str:
+        return f"activity of {self.user_id}"

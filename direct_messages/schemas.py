@@ -10,12 +10,16 @@ import datetime as dt
 import uuid
 from typing import Annotated, Any, Literal
 
+from django.urls import reverse
+from ninja import Schema
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
-from decorators.errors import Invalid
+from direct_messages.adapters import handle_of, user_out
 from direct_messages.conf import dm_setting
-from users.schemas import user_out
+from direct_messages.errors import Invalid
+
+__all__ = ["user_out"]  # PROTOCOL.md's User, from the host's adapter
 
 MAX_IDS = 100  # a sanity cap on list sizes before the real limits are checked
 
@@ -158,8 +162,13 @@ def check_message_text(text: str) -> None:
 # --- Objects out ----------------------------------------------------------------------
 
 
-def attachment_out(attachment: Any) -> dict[str, Any]:
-    base = f"/api/attachments/{attachment.pk}"
+def api_root() -> str:
+    """The API's path under the host's prefix (``/api/`` in the demo, ``/chat/api/``...)."""
+    return reverse("direct_messages:home") + "api/"
+
+
+def attachment_out(attachment: Any, api: str | None = None) -> dict[str, Any]:
+    base = f"{api or api_root()}attachments/{attachment.pk}"
     return {
         "id": attachment.pk,
         "kind": attachment.kind,
@@ -180,7 +189,7 @@ def reply_out(message: Any) -> dict[str, Any] | None:
     return {
         "id": message.pk,
         "seq": message.seq,
-        "sender": message.sender.account,
+        "sender": handle_of(message.sender),
         "message": "" if unsent else message.message[:100],
         "unsent": unsent,
     }
@@ -190,20 +199,22 @@ def message_out(message: Any, room_key: str) -> dict[str, Any]:
     """PROTOCOL.md's ``Message``. Expects sender, reply_to, attachments and reactions
     loaded (see ``selectors.MESSAGE_RELATED``)."""
     unsent = message.unsent_at is not None
+    attachments = message.attachments.all()
+    api = api_root() if attachments else None
     return {
         "id": message.pk,
         "room": room_key,
         "seq": message.seq,
-        "sender": message.sender.account,
+        "sender": handle_of(message.sender),
         "message": "" if unsent else message.message,
-        "attachments": [] if unsent else [attachment_out(a) for a in message.attachments.all()],
+        "attachments": [] if unsent else [attachment_out(a, api) for a in attachments],
         "client_id": str(message.client_id),
         "reply_to": reply_out(message.reply_to),
         "created_at": isotime(message.created_at),
         "edited_at": isotime(message.edited_at),
         "unsent": unsent,
         "reactions": [
-            {"account": r.user.account, "emoji": r.emoji}
+            {"account": handle_of(r.user), "emoji": r.emoji}
             for r in sorted(message.reactions.all(), key=lambda r: (r.created_at, r.pk))
         ],
     }
@@ -225,3 +236,27 @@ def conversation_out(
         "muted": member.muted,
         "request": member.is_request,
     }
+
+
+# --- Users and tokens -------------------------------------------------------------------
+
+
+class UserOut(Schema):
+    id: int
+    account: str
+    name: str
+    avatar_url: str | None
+
+
+class UserList(Schema):
+    results: list[UserOut]
+
+
+class TokenIn(Schema):
+    account: str = Field(max_length=254)
+    password: str = Field(max_length=256)
+
+
+class TokenOut(Schema):
+    token: str
+    expires_at: dt.datetime

@@ -12,6 +12,7 @@ from django.db import connection
 from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet
 from django.db.models.expressions import RawSQL
 
+from direct_messages.adapters import handle_of
 from direct_messages.errors import Invalid
 from direct_messages.models import DirectMessage, Reaction, Room, RoomMember
 from direct_messages.rooms import pair_room_key
@@ -39,14 +40,11 @@ def room_for(user: Any, other: Any) -> Room | None:
 def room_state(user: Any, other: Any) -> dict[str, Any]:
     """``room.joined``'s fields: the room, both read cursors and the last seq."""
     key = pair_room_key(user.pk, other.pk)
-    read = {user.account: 0, other.account: 0}
-    members = list(RoomMember.objects.filter(room__key=key).select_related("room", "user"))
+    members = list(RoomMember.objects.filter(room__key=key).select_related("room"))
     last_seq = members[0].room.last_seq if members else 0
-    cleared = 0
-    for member in members:
-        read[member.user.account] = member.last_read_seq
-        if member.user_id == user.pk:
-            cleared = member.cleared_seq
+    cursors = {member.user_id: member.last_read_seq for member in members}
+    read = {handle_of(u): cursors.get(u.pk, 0) for u in (user, other)}
+    cleared = next((m.cleared_seq for m in members if m.user_id == user.pk), 0)
     return {
         "room": key,
         "room_id": members[0].room_id if members else None,

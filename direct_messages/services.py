@@ -18,12 +18,12 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from direct_messages import ratelimit, selectors, send_sql
+from direct_messages.adapters import get_adapter, handle_of
 from direct_messages.conf import dm_setting
 from direct_messages.errors import Forbidden, Invalid, NotFound, RateLimited
 from direct_messages.models import (
@@ -33,24 +33,24 @@ from direct_messages.models import (
     Room,
     RoomMember,
     SendWindow,
+    UserActivity,
 )
 from direct_messages.realtime import Event, broadcast_on_commit
 from direct_messages.rooms import inbox_group, pair_room_key
 from direct_messages.schemas import check_message_text, conversation_out, isotime, message_out
 from direct_messages.signals import message_sent
-from users.accounts import is_valid_account, normalize_account
 
 # --- Resolving the other side -----------------------------------------------------------
 
 
 def user_by_account(account: str) -> Any:
-    account = normalize_account(account)
-    if not is_valid_account(account):  # no such account; a NUL would fail the query
+    """The active user whose handle (the host adapter's) is ``account``, or NotFound."""
+    account = account.strip()
+    # No handle holds a NUL (and PostgreSQL refuses one in a query).
+    user = get_adapter().get_user_by_handle(account) if "\x00" not in account else None
+    if user is None:
         raise NotFound(f"no account {account[:40]!r}")
-    try:
-        return get_user_model().objects.get(account=account, is_active=True)
-    except get_user_model().DoesNotExist as exc:
-        raise NotFound(f"no account {account!r}") from exc
+    return user
 
 
 def is_blocked(user_a_id: int, user_b_id: int) -> bool:
@@ -310,7 +310,7 @@ def _inbox_event(
 
 
 def _seen_event(user: Any, seq: int, at: dt.datetime) -> dict[str, Any]:
-    return {"type": "seen", "account": user.account, "seq": seq, "at": isotime(at)}
+    return {"type": "seen", "account": handle_of(user), "seq": seq, "at": isotime(at)}
 
 
 # --- Reading ---------------------------------------------------------------------------
@@ -550,12 +550,12 @@ def user_unblock(*, user: Any, account: str) -> None:
 PRESENCE_FANOUT_MAX = 200  # most recent conversations told about a presence change
 
 
-def _presence_frame(user: Any, online: bool) -> dict[str, Any]:
+def _presence_frame(user: Any, online: bool, last_active_at: dt.datetime) -> dict[str, Any]:
     return {
         "type": "presence",
-        "account": user.account,
+        "account": handle_of(user),
         "online": online,
-        "last_active_at": isotime(user.last_active_at),
+        "last_active_at": isotime(last_active_at),
     }
 
 
@@ -564,8 +564,8 @@ def presence_changed(*, user: Any, online: bool) -> None:
 
     Partners who blocked ``user`` or whom ``user`` blocked are not told.
     """
-    user.last_active_at = timezone.now()
-    get_user_model().objects.filter(pk=user.pk).update(last_active_at=user.last_active_at)
+    now = timezone.now()
+    UserActivity.objects.update_or_create(user_id=user.pk, defaults={"last_active_at": now})
     blocks = Block.objects.filter(Q(blocker=user) | Q(blocked=user))
     hidden = {uid for pair in blocks.values_list("blocker_id", "blocked_id") for uid in pair}
     hidden.discard(user.pk)
@@ -576,7 +576,7 @@ def presence_changed(*, user: Any, online: bool) -> None:
         .order_by("-last_activity_at")
         .values_list("room__key", "other_id")[:PRESENCE_FANOUT_MAX]
     )
-    frame = _presence_frame(user, online)
+    frame = _presence_frame(user, online, now)
     events: list[Event] = []
     for room_key, other_id in partners:
         events += [(room_key, frame), (inbox_group(other_id), frame)]
@@ -590,12 +590,13 @@ def presence_get(*, viewer: Any, account: str) -> dict[str, Any]:
     other = peer_resolve(viewer, account, allow_blocked=True)
     room = selectors.room_for(viewer, other)
     if room is None or room.last_seq == 0:  # a refused first message leaves an empty room
-        raise NotFound(f"no account {other.account!r}")
+        raise NotFound(f"no account {account[:40]!r}")
     if is_blocked(viewer.pk, other.pk):
         return {"online": False, "last_active_at": None}
+    activity = UserActivity.objects.filter(user_id=other.pk).first()
     return {
         "online": presence.store().online(other.pk),
-        "last_active_at": isotime(other.last_active_at),
+        "last_active_at": isotime(activity.last_active_at if activity else None),
     }
 
 
@@ -614,4 +615,4 @@ def typing_event(*, room_key: str, user: Any, active: bool) -> Event | None:
             return None
     else:
         ratelimit.typing_release(room_key, user.pk)
-    return (room_key, {"type": "typing", "account": user.account, "active": active})
+    return (room_key, {"type": "typing", "account": handle_of(user), "active": active})

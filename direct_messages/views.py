@@ -1,25 +1,29 @@
 """The web client's pages. Each renders one shell; the ES modules in
 ``static/direct_messages/js/`` fill it from the HTTP API and the WebSockets.
 
-The pages authenticate with the session (``login_check`` sends anonymous visitors to
-the login form) and set the CSRF cookie, which the client sends back as
-``X-CSRFToken`` on the API's state-changing requests.
+The pages authenticate with the host's session (``login_check`` sends anonymous
+visitors to the host's ``LOGIN_URL``) and set the CSRF cookie, which the client sends
+back as ``X-CSRFToken`` on the API's state-changing requests. Every URL the client
+needs comes from here (``_client_config``), so the app works under any prefix.
 """
 
 from typing import Any
 
+from django.conf import settings
+from django.contrib.auth import logout as session_logout
 from django.http import Http404, HttpRequest, HttpResponse
 from django.middleware.csrf import get_token
-from django.shortcuts import redirect, render
+from django.shortcuts import redirect, render, resolve_url
 from django.urls import reverse
 from django.views.decorators.csrf import ensure_csrf_cookie
-from django.views.decorators.http import require_safe
+from django.views.decorators.http import require_POST, require_safe
 
-from decorators.auth import login_check
 from direct_messages import services
+from direct_messages.adapters import handle_of, user_out
+from direct_messages.auth import login_check
 from direct_messages.conf import dm_setting
 from direct_messages.errors import Forbidden, NotFound
-from direct_messages.schemas import user_out
+from direct_messages.schemas import api_root
 
 # Message text is rendered with textContent; this policy is the second line of defence:
 # no inline script, no plugin, no framing, and the page talks only to its own origin
@@ -40,12 +44,17 @@ CONTENT_SECURITY_POLICY = "; ".join(
 )
 
 
-def _client_config(request: HttpRequest, peer: Any | None) -> dict[str, Any]:
+def _client_config(request: HttpRequest, me: dict[str, Any], peer: dict[str, Any] | None) -> Any:
     """What the client needs before its first request, rendered with ``json_script``."""
+    home = reverse("direct_messages:home")
     return {
-        "me": user_out(request.user),
-        "peer": user_out(peer) if peer is not None else None,
+        "me": me,
+        "peer": peer,
         "csrf_token": get_token(request),
+        "api_url": api_root(),
+        "ws_url": f"{home}ws/",
+        "login_url": resolve_url(settings.LOGIN_URL),
+        "logout_url": reverse("direct_messages:logout"),
         "inbox_url": reverse("direct_messages:inbox"),
         "thread_url": reverse("direct_messages:thread", args=["ACCOUNT"]),
         "limits": {
@@ -58,7 +67,8 @@ def _client_config(request: HttpRequest, peer: Any | None) -> dict[str, Any]:
 
 
 def _page(request: HttpRequest, peer: Any | None) -> HttpResponse:
-    context = {"config": _client_config(request, peer), "peer": peer}
+    me, them = user_out(request.user), user_out(peer) if peer is not None else None
+    context = {"config": _client_config(request, me, them), "me": me, "peer": them}
     response = render(request, "direct_messages/direct.html", context)
     response["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     response["Referrer-Policy"] = "same-origin"
@@ -67,7 +77,7 @@ def _page(request: HttpRequest, peer: Any | None) -> HttpResponse:
 
 @require_safe
 def home(request: HttpRequest) -> HttpResponse:
-    """``/``: the inbox (which sends anonymous visitors on to the login form)."""
+    """``<prefix>``: the inbox (which sends anonymous visitors on to the login form)."""
     return redirect("direct_messages:inbox")
 
 
@@ -75,7 +85,7 @@ def home(request: HttpRequest) -> HttpResponse:
 @login_check
 @ensure_csrf_cookie
 def inbox(request: HttpRequest) -> HttpResponse:
-    """``/direct/inbox/``: the conversation list, with an empty conversation pane."""
+    """``<prefix>direct/inbox/``: the conversation list, with an empty conversation pane."""
     return _page(request, None)
 
 
@@ -83,7 +93,7 @@ def inbox(request: HttpRequest) -> HttpResponse:
 @login_check
 @ensure_csrf_cookie
 def thread(request: HttpRequest, account: str) -> HttpResponse:
-    """``/direct/t/<account>/``: one conversation beside the list.
+    """``<prefix>direct/t/<account>/``: one conversation beside the list.
 
     Unknown accounts are a 404; your own account leads back to the inbox. A blocked
     conversation still opens: its history is readable, sending is refused.
@@ -94,6 +104,14 @@ def thread(request: HttpRequest, account: str) -> HttpResponse:
         raise Http404(str(exc)) from exc
     except Forbidden:
         return redirect("direct_messages:inbox")
-    if account != peer.account:
-        return redirect("direct_messages:thread", account=peer.account)
+    if account != handle_of(peer):
+        return redirect("direct_messages:thread", account=handle_of(peer))
     return _page(request, peer)
+
+
+@require_POST
+def logout(request: HttpRequest) -> HttpResponse:
+    """End the session (POST only, as Django's ``LogoutView``: a link or an image tag
+    cannot log anyone out) and go to the host's ``LOGOUT_REDIRECT_URL``, else its login."""
+    session_logout(request)
+    return redirect(resolve_url(settings.LOGOUT_REDIRECT_URL or settings.LOGIN_URL))

@@ -1,4 +1,4 @@
-"""ASGI entry point: HTTP to Django, WebSockets through origin and auth checks."""
+"""ASGI entry point: HTTP to Django, WebSockets to the app (docs/install.md)."""
 
 import os
 from typing import Any
@@ -8,11 +8,9 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "instamg.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.sessions import SessionMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter  # noqa: E402
 
-from decorators.auth import OriginCheckMiddleware, WebSocketAuthMiddleware  # noqa: E402
-from instamg.routing import websocket_urlpatterns  # noqa: E402
+from direct_messages.asgi import websocket_application  # noqa: E402
 
 
 def daphne_leaves_bodies_to_django() -> None:
@@ -41,11 +39,4 @@ def daphne_leaves_bodies_to_django() -> None:
 
 daphne_leaves_bodies_to_django()
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": OriginCheckMiddleware(
-            SessionMiddlewareStack(WebSocketAuthMiddleware(URLRouter(websocket_urlpatterns)))
-        ),
-    }
-)
+application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_application})

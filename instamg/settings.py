@@ -56,16 +56,13 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
-    "ninja",
     "users",
-    "decorators",
     "direct_messages",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "decorators.middleware.ApiErrorEnvelopeMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -100,7 +97,7 @@ TEMPLATES = [
 # upgrade a read lock under concurrency).
 (BASE_DIR / "var").mkdir(exist_ok=True)
 # Threads for the WebSocket side's database work, each keeping one connection
-# (decorators.db); asyncio's default executor size.
+# (direct_messages.db); asyncio's default executor size.
 DATABASE_THREADS = env_int("DM_DATABASE_THREADS", min(32, (os.cpu_count() or 1) + 4))
 DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}"
 _database = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
@@ -167,10 +164,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-TOKEN_LIFETIME_SECONDS = env_int("TOKEN_LIFETIME_SECONDS", 7 * 24 * 3600)
-LOGIN_URL = "/accounts/login/"
-LOGIN_REDIRECT_URL = "/direct/inbox/"
-LOGOUT_REDIRECT_URL = "/accounts/login/"
+LOGIN_URL = "users:login"
+LOGIN_REDIRECT_URL = "direct_messages:inbox"
+LOGOUT_REDIRECT_URL = "users:login"
 
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
@@ -231,6 +227,10 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 
 # --- The direct_messages app --------------------------------------------------------
 DIRECT_MESSAGES = {
+    "USER_ADAPTER": "users.adapters.AccountAdapter",
+    "API_ROUTERS": {"/auth": "users.api.signup_router"},
+    "TOKEN_LIFETIME_SECONDS": env_int("TOKEN_LIFETIME_SECONDS", 7 * 24 * 3600),
+    "DATABASE_THREADS": DATABASE_THREADS,
     "MESSAGE_MAX_LENGTH": env_int("DM_MESSAGE_MAX_LENGTH", 1000),
     "FRAME_MAX_BYTES": env_int("DM_FRAME_MAX_BYTES", 64 * 1024),
     "ATTACHMENTS_PER_MESSAGE": env_int("DM_ATTACHMENTS_PER_MESSAGE", 10),

@@ -29,7 +29,7 @@ def _database_threads_closed(django_db_setup: Any, django_db_blocker: Any) -> It
     """The sockets' database threads keep their connections for the life of the
     process: close them (and any other session) before the test database is dropped."""
     yield
-    from decorators.db import database_threads_close
+    from direct_messages.db import database_threads_close
 
     with django_db_blocker.unblock():
         database_threads_close()
@@ -89,7 +89,7 @@ def bob(make_user: Callable[..., Any]) -> Any:
 
 
 def token_for(user: Any) -> str:
-    from decorators.auth import token_issue
+    from direct_messages.auth import token_issue
 
     return token_issue(user)[0]
 

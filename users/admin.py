@@ -22,13 +22,13 @@ class UserAdmin(BaseUserAdmin):
     form = AccountChangeForm
     add_form = AccountCreationForm
     ordering = ["account"]
-    list_display = ["account", "name", "is_staff", "date_joined", "last_active_at"]
+    list_display = ["account", "name", "is_staff", "date_joined"]
     search_fields = ["account", "name"]
     fieldsets = (
         (None, {"fields": ("account", "password")}),
         ("Profile", {"fields": ("name", "email", "avatar")}),
         ("Permissions", {"fields": ("is_active", "is_staff", "is_superuser", "groups")}),
-        ("Dates", {"fields": ("last_login", "date_joined", "last_active_at")}),
+        ("Dates", {"fields": ("last_login", "date_joined")}),
     )
     add_fieldsets = (
         (None, {"classes": ("wide",), "fields": ("account", "password1", "password2")}),

@@ -52,7 +52,6 @@ class User(AbstractUser):
     )
     name = models.CharField(max_length=150, blank=True)
     avatar = models.ImageField(upload_to="avatars/", blank=True)
-    last_active_at = models.DateTimeField(null=True, blank=True)
 
     USERNAME_FIELD = "account"
     REQUIRED_FIELDS: ClassVar[list[str]] = []

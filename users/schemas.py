@@ -1,29 +1,10 @@
-"""Wire shapes of the users API (PROTOCOL.md, "Auth" and "Users")."""
-
-import datetime as dt
-from typing import Any
+"""Wire shapes of the demo host's signup (PROTOCOL.md, "Auth")."""
 
 from ninja import Schema
 from pydantic import Field, field_validator
 
+from direct_messages.schemas import UserOut
 from users.accounts import is_valid_account, normalize_account
-
-
-def user_out(user: Any) -> dict[str, Any]:
-    """PROTOCOL.md's ``User`` object."""
-    return {
-        "id": user.pk,
-        "account": user.account,
-        "name": user.name,
-        "avatar_url": user.avatar.url if user.avatar else None,
-    }
-
-
-class UserOut(Schema):
-    id: int
-    account: str
-    name: str
-    avatar_url: str | None
 
 
 class SignupIn(Schema):
@@ -49,20 +30,6 @@ class SignupIn(Schema):
         return value
 
 
-class TokenIn(Schema):
-    account: str = Field(max_length=64)
-    password: str = Field(max_length=256)
-
-
 class SignupOut(Schema):
     user: UserOut
     token: str
-
-
-class TokenOut(Schema):
-    token: str
-    expires_at: dt.datetime
-
-
-class UserList(Schema):
-    results: list[UserOut]

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from decorators.auth import token_issue
+from direct_messages.auth import token_issue
 
 pytestmark = pytest.mark.django_db
 

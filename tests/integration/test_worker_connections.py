@@ -1,12 +1,12 @@
 """The consumers' worker threads keep their database connection between frames
-(``decorators.db.KeepConnection``), and give up one that failed."""
+(``direct_messages.db.KeepConnection``), and give up one that failed."""
 
 import asyncio
 
 import pytest
 from django.db import DatabaseError, connection, transaction
 
-from decorators.db import database_threads_close, in_thread
+from direct_messages.db import database_threads_close, in_thread
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -96,6 +96,6 @@ def alice_session_cookie(alice):
 
 
 def test_token_for_helper_roundtrip(alice):
-    from decorators.auth import authenticate
+    from direct_messages.auth import authenticate
 
     assert authenticate(f"Bearer {token_for(alice)}", None) == alice

@@ -18,12 +18,12 @@ from django.test import RequestFactory
 from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 from PIL import ExifTags, Image, ImageCms
 
-from decorators.errors import Invalid, TooLarge, UnsupportedMediaType
 from direct_messages.attachments import (
     LimitedUploadHandler,
     display_name,
     upload_process,
 )
+from direct_messages.errors import Invalid, TooLarge, UnsupportedMediaType
 
 MiB = 1024 * 1024
 

@@ -1,4 +1,8 @@
 // The HTTP API of PROTOCOL.md, with the session cookie and Django's CSRF header.
+// Paths are built with apiPath() from config.js (the API root depends on where the
+// app is mounted).
+
+import { apiPath, loginUrl } from "./config.js";
 
 const SAFE = new Set(["GET", "HEAD", "OPTIONS"]);
 
@@ -26,9 +30,8 @@ export function csrfToken() {
   return fallbackToken;
 }
 
-function loginRedirect() {
-  const next = encodeURIComponent(location.pathname);
-  location.assign(`/accounts/login/?next=${next}`);
+export function loginRedirect() {
+  location.assign(loginUrl());
 }
 
 async function errorFrom(response) {
@@ -68,13 +71,13 @@ export async function api(method, path, body = undefined) {
 }
 
 /**
- * POST /api/attachments with upload progress (fetch cannot report it; XHR can).
+ * POST <api>/attachments with upload progress (fetch cannot report it; XHR can).
  * Returns {promise, abort}; the promise resolves to the Attachment.
  */
 export function uploadAttachment(file, onProgress) {
   const xhr = new XMLHttpRequest();
   const promise = new Promise((resolve, reject) => {
-    xhr.open("POST", "/api/attachments");
+    xhr.open("POST", apiPath("attachments"));
     xhr.setRequestHeader("Accept", "application/json");
     xhr.setRequestHeader("X-CSRFToken", csrfToken());
     xhr.responseType = "json";

@@ -3,12 +3,12 @@
 
 import { api, setCsrfToken } from "./api.js";
 import { Composer } from "./composer.js";
+import { apiPath, config } from "./config.js";
 import { avatar, displayName, h, toast } from "./dom.js";
 import { Inbox } from "./inbox.js";
 import { bindDialogs, confirmDialog, menu, openPopover } from "./overlays.js";
 import { Thread } from "./thread.js";
 
-const config = JSON.parse(document.getElementById("dm-config").textContent);
 setCsrfToken(config.csrf_token);
 bindDialogs();
 
@@ -115,7 +115,7 @@ document.getElementById("thread-options")?.addEventListener("click", (event) => 
       label: muted ? "Unmute messages" : "Mute messages",
       icon: "muted",
       action: () =>
-        conversationAction(`/api/dm/${account}/${muted ? "unmute" : "mute"}`, () => {
+        conversationAction(apiPath(`dm/${account}/${muted ? "unmute" : "mute"}`), () => {
           inbox.place({ ...conversation, muted: !muted });
           inbox.render();
           toast(muted ? "Unmuted" : "Muted: no notifications for new messages");
@@ -132,7 +132,7 @@ document.getElementById("thread-options")?.addEventListener("click", (event) => 
         body: `The messages disappear from your inbox and history. ${name} keeps their copy.`,
         confirmLabel: "Delete",
       });
-      if (ok) conversationAction(`/api/dm/${account}/clear`, () => location.assign(config.inbox_url));
+      if (ok) conversationAction(apiPath(`dm/${account}/clear`), () => location.assign(config.inbox_url));
     },
   });
   items.push(
@@ -140,7 +140,7 @@ document.getElementById("thread-options")?.addEventListener("click", (event) => 
       ? {
           label: "Unblock",
           icon: "alert",
-          action: () => conversationAction(`/api/users/${account}/unblock`, () => location.reload()),
+          action: () => conversationAction(apiPath(`users/${account}/unblock`), () => location.reload()),
         }
       : {
           label: "Block",
@@ -154,7 +154,7 @@ document.getElementById("thread-options")?.addEventListener("click", (event) => 
             });
             if (!ok) return;
             thread.blockedByMe = true; // the server may close the socket (4403) before we hear back
-            await conversationAction(`/api/users/${account}/block`, () => {
+            await conversationAction(apiPath(`users/${account}/block`), () => {
               blocked = true;
               thread.composer.disable("You blocked this account.");
             });
@@ -176,7 +176,7 @@ function updateRequestBanner() {
 
 document.getElementById("request-accept")?.addEventListener("click", async () => {
   try {
-    await api("POST", `/api/dm/${encodeURIComponent(config.peer.account)}/accept`);
+    await api("POST", apiPath(`dm/${encodeURIComponent(config.peer.account)}/accept`));
     document.getElementById("request-banner").hidden = true;
     const conversation = inbox.conversationWith(config.peer.account);
     if (conversation) {
@@ -238,7 +238,7 @@ async function runSearch() {
   const seq = ++searchSeq;
   const q = search.value.trim().replace(/^@/u, "");
   try {
-    const page = await api("GET", `/api/users/?q=${encodeURIComponent(q)}`);
+    const page = await api("GET", apiPath(`users/?q=${encodeURIComponent(q)}`));
     if (seq !== searchSeq) return;
     results.replaceChildren(
       ...page.results.map((user) =>

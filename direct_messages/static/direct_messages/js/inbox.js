@@ -1,7 +1,8 @@
-// The conversation list: GET /api/inbox (Primary and Requests), kept live by
-// inbox.update frames from /ws/inbox/. Rows are keyed by room and updated in place.
+// The conversation list: GET <api>/inbox (Primary and Requests), kept live by
+// inbox.update frames from <ws>/inbox/. Rows are keyed by room and updated in place.
 
 import { api } from "./api.js";
+import { apiPath, wsPath } from "./config.js";
 import { avatar, displayName, h, icon } from "./dom.js";
 import { LiveSocket, socketUrl } from "./socket.js";
 import { parseTime, relativeShort } from "./time.js";
@@ -56,7 +57,7 @@ export class Inbox {
     this.list.addEventListener("scroll", () => this.maybeLoadMore(), { passive: true });
     await Promise.all(FOLDERS.map((f) => this.loadPage(f, { reset: true })));
     this.render();
-    this.socket = new LiveSocket(() => socketUrl("/ws/inbox/"), {
+    this.socket = new LiveSocket(() => socketUrl(wsPath("inbox/")), {
       onFrame: (frame) => this.onFrame(frame),
       onStatus: (status) => this.onSocketStatus(status),
     }).start();
@@ -95,7 +96,7 @@ export class Inbox {
     try {
       const params = new URLSearchParams({ folder, limit: String(PAGE_SIZE) });
       if (!reset && state.cursor) params.set("cursor", state.cursor);
-      const page = await api("GET", `/api/inbox?${params}`);
+      const page = await api("GET", apiPath(`inbox?${params}`));
       if (reset) state.cursor = null;
       for (const conversation of page.results) this.place(conversation);
       if (reset || state.cursor) state.cursor = page.next_cursor;

@@ -10,6 +10,7 @@ const BACKOFF_MAX_MS = 8_000;
 // Close codes of PROTOCOL.md after which retrying cannot help.
 export const FATAL_CLOSE_CODES = { 4401: "unauthenticated", 4403: "forbidden", 4404: "not_found" };
 
+/** A ws:// or wss:// URL on this host for a path (build the path with config.js's wsPath). */
 export function socketUrl(path) {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   return `${scheme}//${location.host}${path}`;

@@ -1,4 +1,4 @@
-// One conversation: history over HTTP, live frames over /ws/dm/{account}/, and the
+// One conversation: history over HTTP, live frames over <ws>/dm/{account}/, and the
 // client's half of PROTOCOL.md's delivery guarantees:
 //
 // * every message is keyed by seq, so a replay that overlaps what we have, or a
@@ -11,7 +11,8 @@
 //   which the server delivers in order; an ack or an HTTP answer can be ahead of a
 //   message still in flight, so they do not move it).
 
-import { ApiError, api, describeError } from "./api.js";
+import { ApiError, api, describeError, loginRedirect } from "./api.js";
+import { apiPath, wsPath } from "./config.js";
 import { avatar, displayName, h, toast, uuid4 } from "./dom.js";
 import { renderMessage } from "./message-view.js";
 import { closePopover, confirmDialog, menu, openLightbox, openPopover } from "./overlays.js";
@@ -80,7 +81,7 @@ export class Thread {
     });
     await this.loadInitial();
     this.socket = new LiveSocket(
-      () => socketUrl(`/ws/dm/${encodeURIComponent(this.peer.account)}/?after=${this.syncedSeq}`),
+      () => socketUrl(wsPath(`dm/${encodeURIComponent(this.peer.account)}/?after=${this.syncedSeq}`)),
       {
         onFrame: (frame) => this.onFrame(frame),
         onStatus: (status) => this.onStatus(status),
@@ -117,7 +118,7 @@ export class Thread {
 
   historyUrl(params) {
     const query = new URLSearchParams(Object.entries(params).map(([k, v]) => [k, String(v)]));
-    return `/api/dm/${encodeURIComponent(this.peer.account)}/messages?${query}`;
+    return apiPath(`dm/${encodeURIComponent(this.peer.account)}/messages?${query}`);
   }
 
   onScroll() {
@@ -220,7 +221,7 @@ export class Thread {
     this.composer?.disable(text);
     if (reason === "forbidden") this.onBlocked?.();
     this.onStatus("closed");
-    if (reason === "unauthenticated") location.assign(`/accounts/login/?next=${encodeURIComponent(location.pathname)}`);
+    if (reason === "unauthenticated") loginRedirect();
   }
 
   onError(frame) {
@@ -357,7 +358,7 @@ export class Thread {
       return;
     }
     const { type, ...body } = record.frame;
-    api("POST", `/api/dm/${encodeURIComponent(this.peer.account)}/messages`, body).then(
+    api("POST", apiPath(`dm/${encodeURIComponent(this.peer.account)}/messages`), body).then(
       (msg) => this.receive(msg),
       (error) => {
         if (!record.pending) return;
@@ -488,7 +489,7 @@ export class Thread {
 
   async loadPresence() {
     try {
-      this.presence = await api("GET", `/api/users/${encodeURIComponent(this.peer.account)}/presence`);
+      this.presence = await api("GET", apiPath(`users/${encodeURIComponent(this.peer.account)}/presence`));
     } catch {
       this.presence = null;
     }

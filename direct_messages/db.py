@@ -4,20 +4,20 @@ one connection for the life of the process."""
 from __future__ import annotations
 
 import functools
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from asgiref.sync import SyncToAsync
-from django.conf import settings
 from django.db import connections
+
+from direct_messages.conf import dm_setting
 
 
 def _thread_count() -> int:
-    """``DATABASE_THREADS`` (asyncio's default executor size if unset); the
-    PostgreSQL pool must have room for one connection per thread beside HTTP's."""
-    return int(getattr(settings, "DATABASE_THREADS", min(32, (os.cpu_count() or 1) + 4)))
+    """``DIRECT_MESSAGES["DATABASE_THREADS"]``; the PostgreSQL pool must have room for
+    one connection per thread beside HTTP's."""
+    return int(dm_setting("DATABASE_THREADS"))
 
 
 class _Threads(ThreadPoolExecutor):

@@ -1,10 +1,14 @@
 """The one place where credentials become a user.
 
-A request (HTTP) or a scope (WebSocket) carries either ``Authorization: Bearer <JWT>``
-or a Django session cookie. :func:`authenticate` turns either into a user or raises
-:class:`~decorators.errors.Unauthenticated`; the API's auth class, :func:`login_check`
-for plain views and :class:`WebSocketAuthMiddleware` all call it. Nothing else
-parses tokens.
+A request (HTTP) or a scope (WebSocket) carries ``Authorization: <scheme> <credentials>``
+or a Django session cookie. :func:`authenticate` hands them to the authenticators of
+``DIRECT_MESSAGES["AUTHENTICATORS"]`` in turn; the first to name a user wins. The
+defaults accept the app's own Bearer tokens (:class:`TokenAuthenticator`) and the
+host's Django session, whatever login made it (:class:`SessionAuthenticator`). A host
+that already issues tokens adds an authenticator of its own (docs/install.md).
+
+The API's auth class, the web client's pages and :class:`WebSocketAuthMiddleware` all
+call :func:`authenticate`; nothing else looks at credentials.
 """
 
 from __future__ import annotations
@@ -14,53 +18,109 @@ import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlencode, urlsplit
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import jwt
 from django.conf import settings
 from django.contrib.auth import get_user, get_user_model
 from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.views import redirect_to_login
 from django.contrib.sessions.backends.base import SessionBase
 from django.core.exceptions import DisallowedHost
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import redirect
 from django.utils.http import is_same_domain
+from django.utils.module_loading import import_string
 
-from decorators.db import in_thread
-from decorators.errors import Unauthenticated, envelope
+from direct_messages.adapters import get_adapter
+from direct_messages.conf import dm_setting
+from direct_messages.db import in_thread
+from direct_messages.errors import Unauthenticated, envelope
 
 TOKEN_ALGORITHM = "HS256"
-TOKEN_AUDIENCE = "instamg"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a request or a handshake brought: its ``Authorization`` header and session."""
+
+    authorization: str | None
+    session: SessionBase | None
+
+
+class Authenticator(Protocol):
+    def authenticate(self, credentials: Credentials) -> Any | None:
+        """The user these credentials name; None when they are not this
+        authenticator's kind; :class:`Unauthenticated` when they are, but bad."""
+
+
+# --- Tokens ------------------------------------------------------------------------------
 
 
 def token_issue(user: Any) -> tuple[str, dt.datetime]:
-    """Sign a token for ``user``; returns the token and its expiry time."""
+    """Sign a token for ``user`` with the host's ``SECRET_KEY``; returns it and its expiry."""
     now = dt.datetime.now(dt.UTC)
-    expires_at = now + dt.timedelta(seconds=settings.TOKEN_LIFETIME_SECONDS)
-    claims = {"sub": str(user.pk), "iat": now, "exp": expires_at, "aud": TOKEN_AUDIENCE}
+    expires_at = now + dt.timedelta(seconds=dm_setting("TOKEN_LIFETIME_SECONDS"))
+    claims = {
+        "sub": str(user.pk),
+        "iat": now,
+        "exp": expires_at,
+        "aud": dm_setting("TOKEN_AUDIENCE"),
+    }
     return jwt.encode(claims, settings.SECRET_KEY, algorithm=TOKEN_ALGORITHM), expires_at
 
 
-def _user_from_token(token: str) -> Any:
+def token_user(token: str) -> Any:
+    """The active user a token of :func:`token_issue` was signed for."""
     try:
         claims = jwt.decode(
             token,
             settings.SECRET_KEY,
             algorithms=[TOKEN_ALGORITHM],
-            audience=TOKEN_AUDIENCE,
+            audience=dm_setting("TOKEN_AUDIENCE"),
             options={"require": ["sub", "exp", "iat"]},
         )
     except jwt.ExpiredSignatureError as exc:
         raise Unauthenticated("token expired") from exc
     except jwt.InvalidTokenError as exc:
         raise Unauthenticated("invalid token") from exc
+    User = get_user_model()
     try:
-        user_id = int(claims["sub"])
-        user = get_user_model().objects.get(pk=user_id, is_active=True)
-    except (ValueError, TypeError, get_user_model().DoesNotExist) as exc:
+        user = User._default_manager.get(pk=int(claims["sub"]))
+    except (ValueError, TypeError, OverflowError, User.DoesNotExist) as exc:
         raise Unauthenticated("invalid token") from exc
+    if not get_adapter().is_active(user):
+        raise Unauthenticated("invalid token")
     return user
+
+
+class TokenAuthenticator:
+    """``Authorization: Bearer <token>`` with a token of :func:`token_issue`."""
+
+    def authenticate(self, credentials: Credentials) -> Any | None:
+        scheme, _, token = (credentials.authorization or "").strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        token = token.strip()
+        if not token or " " in token:
+            raise Unauthenticated("malformed Authorization header; use 'Bearer <token>'")
+        return token_user(token)
+
+
+class SessionAuthenticator:
+    """The host's Django session, from whatever login view made it.
+
+    Not consulted when the request carries an ``Authorization`` header: a client that
+    sent credentials meant those.
+    """
+
+    def authenticate(self, credentials: Credentials) -> Any | None:
+        if credentials.authorization is not None or credentials.session is None:
+            return None
+        user = get_user(_SessionHolder(credentials.session))  # type: ignore[arg-type]
+        return user if user.is_authenticated else None
 
 
 @dataclass
@@ -70,19 +130,30 @@ class _SessionHolder:
     session: SessionBase
 
 
-def authenticate(authorization: str | None, session: SessionBase | None) -> Any:
-    """Return the user behind a Bearer token or a session; ``AnonymousUser`` if neither.
+@functools.cache
+def authenticators() -> list[Authenticator]:
+    return [import_string(path)() for path in dm_setting("AUTHENTICATORS")]
 
-    A malformed or invalid ``Authorization`` header is an error even when a session
-    is present: a client that sent a token meant that token.
+
+@receiver(setting_changed)
+def _forget_authenticators(*, setting: str, **kwargs: Any) -> None:
+    if setting == "DIRECT_MESSAGES":
+        authenticators.cache_clear()
+
+
+def authenticate(authorization: str | None, session: SessionBase | None) -> Any:
+    """Return the user behind the credentials; ``AnonymousUser`` if there are none.
+
+    An ``Authorization`` header that no authenticator accepts is an error even when a
+    session is present.
     """
+    credentials = Credentials(authorization, session)
+    for authenticator in authenticators():
+        user = authenticator.authenticate(credentials)
+        if user is not None:
+            return user
     if authorization is not None:
-        scheme, _, token = authorization.strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip() or " " in token.strip():
-            raise Unauthenticated("malformed Authorization header; use 'Bearer <token>'")
-        return _user_from_token(token.strip())
-    if session is not None:
-        return get_user(_SessionHolder(session))  # type: ignore[arg-type]
+        raise Unauthenticated("unsupported Authorization header; use 'Bearer <token>'")
     return AnonymousUser()
 
 
@@ -91,10 +162,11 @@ def authenticate_request(request: HttpRequest) -> Any:
 
 
 def login_check(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Require an authenticated user on a plain Django view.
+    """Require an authenticated user on a plain Django view (the web client's pages).
 
     Bad credentials get the API's 401 envelope; no credentials on a page redirect to
-    the login form, and get the 401 envelope on anything that asked for JSON.
+    the host's ``LOGIN_URL`` (with ``next``), and get the 401 envelope on anything that
+    asked for JSON.
     """
 
     @functools.wraps(view)
@@ -105,8 +177,7 @@ def login_check(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse
             return JsonResponse(envelope(exc.code, exc.detail), status=401)
         if not user.is_authenticated:
             if "text/html" in request.headers.get("Accept", ""):
-                query = urlencode({"next": request.path}, safe="/")
-                return redirect(f"{settings.LOGIN_URL}?{query}")
+                return redirect_to_login(request.get_full_path())
             return JsonResponse(envelope("unauthenticated", "authentication required"), status=401)
         request.user = user
         return view(request, *args, **kwargs)
@@ -198,7 +269,7 @@ class OriginCheckMiddleware:
     """Refuse (HTTP 403) a WebSocket handshake from any origin but the server's own.
 
     A handshake without ``Origin`` comes from a non-browser client (mobile app,
-    script); it is let through when it carries a Bearer token. A cookie session always
+    script); it is let through when it carries an ``Authorization`` header. A cookie session always
     needs an allowed ``Origin``: that is what stops cross-site WebSocket hijacking.
     Channels' ``AllowedHostsOriginValidator`` is not enough: it ignores the port and the
     scheme, and reads the last of several ``Origin`` headers.
@@ -210,8 +281,7 @@ class OriginCheckMiddleware:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         from channels.security.websocket import WebsocketDenier
 
-        authorization = _header(scope, b"authorization") or ""
-        if _header(scope, b"origin") is None and authorization.lower().startswith("bearer "):
+        if _header(scope, b"origin") is None and _header(scope, b"authorization"):
             return await self.inner(scope, receive, send)
         if origin_allowed(scope):
             return await self.inner(scope, receive, send)

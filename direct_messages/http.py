@@ -1,4 +1,4 @@
-"""The django-ninja side of authentication and errors, shared by every router."""
+"""The django-ninja side of authentication and errors, shared by every router of the API."""
 
 import logging
 from typing import Any, Literal
@@ -11,8 +11,8 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer
 from ninja.utils import check_csrf
 
-from decorators.auth import authenticate_request
-from decorators.errors import (
+from direct_messages.auth import authenticate_request
+from direct_messages.errors import (
     CODE_BY_STATUS,
     ApiError,
     Forbidden,
@@ -57,7 +57,7 @@ def errors(*statuses: int) -> dict[int, type[ErrorOut]]:
 
 
 class LoginCheck(HttpBearer):
-    """Bearer token or session, through :func:`decorators.auth.authenticate`.
+    """Bearer token or session, through :func:`direct_messages.auth.authenticate`.
 
     Session requests that change state must pass Django's CSRF check; token requests
     need none (a cross-site page cannot set the header). Missing credentials are
