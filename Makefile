@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | cksum
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint typecheck pytest bench faults soak fuzz clean
+.PHONY: install browser run test lint typecheck pytest bench faults soak fuzz clean
 
 install: $(STAMP)
 
@@ -14,25 +14,47 @@ $(STAMP): pyproject.toml requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c requirements.lock -e '.[dev]'
+	$(PY) -m pip uninstall --quiet --yes instamg 2>/dev/null || true  # the 0.1 distribution's name
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[demo,dev]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# The demo users' passwords are published: they are made only when the server listens on
+# loopback alone (and seed_demo itself refuses anything but the embedded default).
+LOOPBACK := $(filter $(HOST),127.0.0.1 localhost ::1)
 run: install
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py seed_demo
-	@echo "Serving on http://$(HOST):$(PORT)/  (log in as alice or bob)"
+	$(if $(LOOPBACK),$(PY) manage.py seed_demo,@echo "HOST=$(HOST) is not loopback: no demo users")
+	@echo "Serving on http://$(HOST):$(PORT)/$(if $(LOOPBACK),  (log in as alice or bob))"
 	$(PY) -m daphne -b $(HOST) -p $(PORT) instamg.asgi:application
 
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 typecheck: install
 	$(VENV)/bin/mypy
 
-pytest: install
+pytest: install browser
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The browser tests (tests/e2e) drive Debian's chromium: installed through apt when we
+# are root (as `make bench` does for nginx), else a message saying what to install.
+CHROMIUM_PATH ?= /usr/bin/chromium
+export CHROMIUM_PATH
+browser:
+	@test -x "$(CHROMIUM_PATH)" || command -v "$(CHROMIUM_PATH)" >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing chromium (apt-get) for the browser tests"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else \
+			echo "The browser tests need Chromium at $(CHROMIUM_PATH): run 'sudo apt-get install chromium'," \
+				"or set CHROMIUM_PATH to a Chromium binary (make test CHROMIUM_PATH=...)"; \
+			exit 1; \
+		fi; }
+	@test -x "$(CHROMIUM_PATH)" || command -v "$(CHROMIUM_PATH)" >/dev/null || { \
+		echo "chromium is still missing at $(CHROMIUM_PATH) after apt-get install"; exit 1; }
 
 test: lint typecheck pytest
 
@@ -61,4 +83,4 @@ fuzz: install
 		--timeout 7200
 
 clean:
-	rm -rf $(VENV) var/*.sqlite3* staticfiles .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var/*.sqlite3* staticfiles .pytest_cache .mypy_cache .ruff_cache .import_linter_cache dist build

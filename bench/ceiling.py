@@ -84,7 +84,7 @@ class RelayConsumer(AsyncWebsocketConsumer):
         scheme, _, token = headers.get(b"authorization", b"").decode().partition(" ")
         try:
             claims = jwt.decode(
-                token, settings.SECRET_KEY, algorithms=["HS256"], audience="instamg"
+                token, settings.SECRET_KEY, algorithms=["HS256"], audience="direct_messages"
             )
             me = await user("id", int(claims["sub"]))
         except (jwt.InvalidTokenError, KeyError, ValueError):

@@ -442,6 +442,12 @@ def server_env(database_url: str, redis_url: str | None = None, **extra: str) ->
         # limit does (31), instead of ten times that.
         DM_SEND_RATE_LIMIT="1000000",
         DM_SEND_RATE_WINDOW_SECONDS="3",
+        # The load generator signs up and logs in thousands of users from one address.
+        SIGNUP_RATE="100000000/hour",
+        DM_TOKEN_RATE="100000000/min",
+        LOGIN_FAILURE_LIMIT="100000000",
+        DM_FRAME_RATE="100000000",  # a load user sends up to 15 frames a second
+        DM_FRAME_BURST="100000000",
         LOG_LEVEL="WARNING",
         PYTHONUNBUFFERED="1",
     )

@@ -10,7 +10,7 @@ from pydantic import Field
 from direct_messages import attachments, selectors, services
 from direct_messages.api_attachments import SEND_OPENAPI, limit_uploads, send_body_read
 from direct_messages.http import errors
-from direct_messages.schemas import ReadIn
+from direct_messages.schemas import Limit, ReadIn, Seq
 
 router = Router(tags=["direct messages"])
 # 403: yourself, or a session request without its CSRF token.
@@ -18,15 +18,15 @@ MANAGE_RESPONSES: dict[int, Any] = {204: None, **errors(401, 403, 404)}
 
 
 class InboxQuery(Schema):
-    limit: int = 20
+    limit: Limit = 20
     cursor: str | None = Field(None, max_length=200)
     folder: Literal["primary", "requests"] = "primary"
 
 
 class HistoryQuery(Schema):
-    limit: int = 50
-    before: int | None = Field(None, ge=0)
-    after: int | None = Field(None, ge=0)
+    limit: Limit = 50
+    before: Seq | None = None
+    after: Seq | None = None
     q: str | None = Field(None, min_length=1, max_length=200)
     cursor: str | None = Field(None, max_length=40)
 
@@ -137,7 +137,7 @@ def presence(request: HttpRequest, account: str) -> dict[str, Any]:
 
 class SearchQuery(Schema):
     q: str = Field(min_length=1, max_length=200)
-    limit: int = 50
+    limit: Limit = 50
     cursor: str | None = Field(None, max_length=40)
 
 

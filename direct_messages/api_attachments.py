@@ -4,12 +4,20 @@ Downloads never expose storage: the API checks who is asking, then either stream
 file (a storage with local paths), hands it to nginx (``X_ACCEL_REDIRECT_PREFIX``), or
 answers 302 to a short-lived signed URL (a remote storage such as S3). Which of these
 happens depends on what the configured storage can do, never on a setting's name.
+
+Every path gives the browser the same instructions: the detected ``Content-Type``, a
+``Content-Disposition`` with the sanitised name, ``X-Content-Type-Options: nosniff``
+and a sandboxing ``Content-Security-Policy``. nginx drops the last two from an
+``X-Accel-Redirect`` response (it keeps only a few named headers), so its ``location``
+adds them again (docs/attachments.md); a signed URL carries the type and disposition
+as response overrides, under the signature, and the bucket is another origin.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import IO, Any
@@ -34,17 +42,28 @@ from ninja import Router, Status
 from ninja.decorators import decorate_view
 from pydantic import ValidationError as PydanticValidationError
 
-from direct_messages.attachments import LimitedUploadHandler, attachment_create
+from direct_messages import converters  # noqa: F401 (registers the "dm_id" path converter)
+from direct_messages.attachments import (
+    STORED_CONTENT_TYPES,
+    LimitedUploadHandler,
+    attachment_create,
+)
 from direct_messages.conf import dm_setting
 from direct_messages.errors import Invalid, NotFound, TooLarge
 from direct_messages.http import errors
 from direct_messages.models import DirectMessageAttachFiles
-from direct_messages.schemas import MessageSendIn, attachment_out, describe_validation_error
+from direct_messages.schemas import Id, MessageSendIn, attachment_out, describe_validation_error
 
 router = Router(tags=["attachments"])
 
 STREAM_BLOCK_SIZE = 64 * 1024
 FILE_CACHE_CONTROL = "private, max-age=3600"
+# Should the bytes ever be rendered as a document, they run nothing and reach nothing.
+FILE_CSP = "default-src 'none'; sandbox"
+# What the browser may show in place ("inline"): the types uploads are stored as, which
+# were recognised by parsing. Anything else (a row from an older version, or edited by
+# hand) is offered as a download, as application/octet-stream.
+INLINE_TYPES = STORED_CONTENT_TYPES
 
 SEND_OPENAPI = {
     "requestBody": {
@@ -169,7 +188,9 @@ DOWNLOAD_RESPONSES: dict[int, Any] = {200: None, 302: None, **errors(401, 404)}
 
 
 @router.post(
-    "", response={201: dict, **errors(400, 401, 403, 413, 415)}, openapi_extra=UPLOAD_OPENAPI
+    "",
+    response={201: dict, **errors(400, 401, 403, 413, 415, 429)},
+    openapi_extra=UPLOAD_OPENAPI,
 )
 @decorate_view(limit_uploads(max_files=1))
 def attachment_upload(request: HttpRequest) -> Status:
@@ -182,14 +203,14 @@ def attachment_upload(request: HttpRequest) -> Status:
     return Status(201, attachment_out(attachment))
 
 
-@router.get("/{int:attachment_id}/file", response=DOWNLOAD_RESPONSES)
-def attachment_file(request: HttpRequest, attachment_id: int) -> HttpResponseBase:
+@router.get("/{dm_id:attachment_id}/file", response=DOWNLOAD_RESPONSES)
+def attachment_file(request: HttpRequest, attachment_id: Id) -> HttpResponseBase:
     attachment = attachment_for_viewer(request.user, attachment_id)
     return serve_stored(request, attachment.file.name, attachment.content_type, attachment.name)
 
 
-@router.get("/{int:attachment_id}/thumbnail", response=DOWNLOAD_RESPONSES)
-def attachment_thumbnail(request: HttpRequest, attachment_id: int) -> HttpResponseBase:
+@router.get("/{dm_id:attachment_id}/thumbnail", response=DOWNLOAD_RESPONSES)
+def attachment_thumbnail(request: HttpRequest, attachment_id: Id) -> HttpResponseBase:
     attachment = attachment_for_viewer(request.user, attachment_id)
     if not attachment.thumbnail.name:
         raise NotFound("this attachment has no thumbnail")
@@ -238,35 +259,69 @@ def serve_stored(
 ) -> HttpResponseBase:
     if not name:
         raise NotFound("no such file")
-    if not storage_is_local(name):
-        redirect = HttpResponseRedirect(default_storage.url(name))
-        redirect["Cache-Control"] = "private, no-store"  # the signed URL expires
-        return redirect
-    prefix = dm_setting("X_ACCEL_REDIRECT_PREFIX")
+    if content_type not in INLINE_TYPES:
+        content_type = "application/octet-stream"
+    disposition = content_disposition(content_type, filename)
     response: HttpResponseBase
-    if prefix:
+    if not storage_is_local(name):
+        response = HttpResponseRedirect(signed_url(name, content_type, disposition))
+        response["Cache-Control"] = "private, no-store"  # the signed URL expires
+    elif prefix := dm_setting("X_ACCEL_REDIRECT_PREFIX"):
         if not default_storage.exists(name):
             raise NotFound("no such file")
+        # nginx keeps Content-Type, Content-Disposition and Cache-Control from this
+        # response, and drops the other two below: its location adds them again.
         response = HttpResponse(content_type=content_type)
         response["X-Accel-Redirect"] = f"{prefix.rstrip('/')}/{quote(name)}"
-        response["Content-Disposition"] = content_disposition_header(False, filename) or "inline"
+        response["Content-Disposition"] = disposition
+        response["Cache-Control"] = FILE_CACHE_CONTROL
     else:
-        response = _file_response(request, name, content_type, filename)
+        response = _file_response(request, name, content_type, disposition)
+        response["Cache-Control"] = FILE_CACHE_CONTROL
     response["X-Content-Type-Options"] = "nosniff"
-    # Should the bytes ever be rendered as a document, they run nothing.
-    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
-    response["Cache-Control"] = FILE_CACHE_CONTROL
+    response["Content-Security-Policy"] = FILE_CSP
     return response
 
 
+def content_disposition(content_type: str, filename: str) -> str:
+    """``inline`` for the media types uploads are stored as, ``attachment`` otherwise,
+    with the display name (quoted, or RFC 5987-encoded when it is not ASCII)."""
+    inline = content_type in INLINE_TYPES
+    return content_disposition_header(not inline, filename) or (
+        "inline" if inline else "attachment"
+    )
+
+
+def signed_url(name: str, content_type: str, disposition: str) -> str:
+    """The storage's short-lived URL for ``name``, telling the object store which
+    ``Content-Type`` and ``Content-Disposition`` to answer with.
+
+    S3 serves an object with the metadata it was stored with and cannot add headers
+    such as ``nosniff``; but a signed URL may override those two response headers
+    (``response-content-type``, ``response-content-disposition``), and the overrides
+    are part of what is signed, so nobody can strip them. django-storages' S3 backend
+    takes them as ``url(name, parameters=...)``; a storage without that argument gets
+    a plain ``url(name)``.
+    """
+    url = default_storage.url
+    if "parameters" in inspect.signature(url).parameters:
+        parameters = {
+            "ResponseContentType": content_type,
+            "ResponseContentDisposition": disposition,
+        }
+        return str(url(name, parameters=parameters))  # type: ignore[call-arg]
+    return str(url(name))
+
+
 def _file_response(
-    request: HttpRequest, name: str, content_type: str, filename: str
+    request: HttpRequest, name: str, content_type: str, disposition: str
 ) -> FileResponse:
     try:
         handle = default_storage.open(name, "rb")
     except FileNotFoundError as exc:
         raise NotFound("no such file") from exc
-    response = FileResponse(handle, content_type=content_type, filename=filename)
+    response = FileResponse(handle, content_type=content_type)
+    response["Content-Disposition"] = disposition
     if isinstance(request, ASGIRequest):
         # Under ASGI, Django buffers a synchronous iterator whole before sending it;
         # an asynchronous one streams, one block at a time.

@@ -8,3 +8,6 @@ class DirectMessagesConfig(AppConfig):
 
     def ready(self) -> None:
         from direct_messages import checks  # noqa: F401  (registers the system checks)
+        from direct_messages.auth import connect_signals
+
+        connect_signals()

@@ -15,18 +15,13 @@ import functools
 import re
 from typing import Any
 
-from channels.routing import URLRouter
-from channels.sessions import SessionMiddlewareStack
-from django.core.signals import setting_changed
-from django.dispatch import receiver
 from django.urls import re_path, reverse
-
-from direct_messages.auth import OriginCheckMiddleware, WebSocketAuthMiddleware
-from direct_messages.consumers import DirectMessageConsumer, InboxConsumer
 
 
 def websocket_urlpatterns(prefix: str) -> list[Any]:
     """The consumers' routes under ``prefix`` (``""`` or ``"chat/"``)."""
+    from direct_messages.consumers import DirectMessageConsumer, InboxConsumer
+
     root = re.escape(prefix)
     return [
         re_path(rf"^{root}ws/dm/(?P<account>[^/]{{1,64}})/$", DirectMessageConsumer.as_asgi()),
@@ -34,21 +29,21 @@ def websocket_urlpatterns(prefix: str) -> list[Any]:
     ]
 
 
-@functools.cache
-def _router() -> Any:
-    # The prefix is known only once the host's URLconf is loaded: at the first handshake.
+@functools.lru_cache(maxsize=8)
+def _application(prefix: str) -> Any:
+    from channels.routing import URLRouter
+    from channels.sessions import SessionMiddlewareStack
+
+    from direct_messages.auth import OriginCheckMiddleware, WebSocketAuthMiddleware
+
+    routes = URLRouter(websocket_urlpatterns(prefix))
+    return OriginCheckMiddleware(SessionMiddlewareStack(WebSocketAuthMiddleware(routes)))
+
+
+async def websocket_application(scope: dict[str, Any], receive: Any, send: Any) -> Any:
+    """The ASGI application of the app's WebSockets. It imports nothing of Django's
+    models until the first handshake, so a host's ``asgi.py`` may import it before
+    ``get_asgi_application()``; the prefix is read from the host's URLconf each time
+    (a cached ``reverse``)."""
     prefix = reverse("direct_messages:home").lstrip("/")
-    return SessionMiddlewareStack(WebSocketAuthMiddleware(URLRouter(websocket_urlpatterns(prefix))))
-
-
-@receiver(setting_changed)
-def _forget_router(*, setting: str, **kwargs: Any) -> None:
-    if setting == "ROOT_URLCONF":
-        _router.cache_clear()
-
-
-async def _routed(scope: dict[str, Any], receive: Any, send: Any) -> Any:
-    return await _router()(scope, receive, send)
-
-
-websocket_application = OriginCheckMiddleware(_routed)
+    return await _application(prefix)(scope, receive, send)

@@ -15,22 +15,31 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hmac
+import json
 import re
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import import_module
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import jwt
 from django.conf import settings
-from django.contrib.auth import get_user, get_user_model
+from django.contrib.auth import get_user, get_user_model, user_logged_out
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.auth.views import redirect_to_login
 from django.contrib.sessions.backends.base import SessionBase
 from django.core.exceptions import DisallowedHost
 from django.core.signals import setting_changed
+from django.db import transaction
+from django.db.models import F, OuterRef, Subquery
+from django.db.models.signals import post_save
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.crypto import salted_hmac
 from django.utils.http import is_same_domain
 from django.utils.module_loading import import_string
 
@@ -38,6 +47,9 @@ from direct_messages.adapters import get_adapter
 from direct_messages.conf import dm_setting
 from direct_messages.db import in_thread
 from direct_messages.errors import Unauthenticated, envelope
+from direct_messages.models import UserTokens
+from direct_messages.realtime import broadcast_on_commit
+from direct_messages.rooms import auth_group
 
 TOKEN_ALGORITHM = "HS256"
 
@@ -59,54 +71,169 @@ class Authenticator(Protocol):
 # --- Tokens ------------------------------------------------------------------------------
 
 
+def password_fingerprint(user: Any) -> str:
+    """A digest of the user's password hash, as Django's sessions keep one: a token
+    signed before the password changed no longer matches it."""
+    digest = salted_hmac(
+        "direct_messages.auth.token", getattr(user, "password", "") or "", algorithm="sha256"
+    )
+    return digest.hexdigest()[:24]
+
+
 def token_issue(user: Any) -> tuple[str, dt.datetime]:
     """Sign a token for ``user`` with the host's ``SECRET_KEY``; returns it and its expiry."""
     now = dt.datetime.now(dt.UTC)
     expires_at = now + dt.timedelta(seconds=dm_setting("TOKEN_LIFETIME_SECONDS"))
+    version = UserTokens.objects.filter(user_id=user.pk).values_list("version", flat=True)
     claims = {
         "sub": str(user.pk),
         "iat": now,
         "exp": expires_at,
         "aud": dm_setting("TOKEN_AUDIENCE"),
+        "jti": uuid.uuid4().hex,
+        "ver": version.first() or 0,
+        "pwd": password_fingerprint(user),
     }
     return jwt.encode(claims, settings.SECRET_KEY, algorithm=TOKEN_ALGORITHM), expires_at
 
 
-def token_user(token: str) -> Any:
-    """The active user a token of :func:`token_issue` was signed for."""
+def token_claims(token: str) -> dict[str, Any]:
+    """The claims of a token of :func:`token_issue`, checked: signature, audience, expiry."""
     try:
-        claims = jwt.decode(
-            token,
-            settings.SECRET_KEY,
-            algorithms=[TOKEN_ALGORITHM],
-            audience=dm_setting("TOKEN_AUDIENCE"),
-            options={"require": ["sub", "exp", "iat"]},
+        return dict(
+            jwt.decode(
+                token,
+                settings.SECRET_KEY,
+                algorithms=[TOKEN_ALGORITHM],
+                audience=dm_setting("TOKEN_AUDIENCE"),
+                options={"require": ["sub", "exp", "iat", "jti", "ver", "pwd"]},
+            )
         )
     except jwt.ExpiredSignatureError as exc:
         raise Unauthenticated("token expired") from exc
     except jwt.InvalidTokenError as exc:
         raise Unauthenticated("invalid token") from exc
+
+
+def token_user(token: str) -> Any:
+    """The active user a token was signed for, unless it was revoked since: logged out
+    (alone, or with all of the user's tokens) or signed before a password change."""
+    claims = token_claims(token)
     User = get_user_model()
+    tokens = UserTokens.objects.filter(user_id=OuterRef("pk"))
+    users = User._default_manager.annotate(  # the user and their revocations in one query
+        dm_token_version=Subquery(tokens.values("version")),
+        dm_tokens_revoked=Subquery(tokens.values("revoked")),
+    )
     try:
-        user = User._default_manager.get(pk=int(claims["sub"]))
+        user = users.get(pk=int(claims["sub"]))
     except (ValueError, TypeError, OverflowError, User.DoesNotExist) as exc:
         raise Unauthenticated("invalid token") from exc
     if not get_adapter().is_active(user):
         raise Unauthenticated("invalid token")
+    if not hmac.compare_digest(str(claims["pwd"]), password_fingerprint(user)):
+        raise Unauthenticated("token revoked: the password changed")
+    revoked = user.dm_tokens_revoked or []
+    if isinstance(revoked, str):  # a JSON subquery comes back as text on some backends
+        revoked = json.loads(revoked)
+    if claims["ver"] != (user.dm_token_version or 0) or any(j == claims["jti"] for j, _ in revoked):
+        raise Unauthenticated("token revoked")
     return user
+
+
+def token_revoke(user: Any, claims: dict[str, Any]) -> None:
+    """Log out one token (its ``jti`` is refused until it would have expired anyway)."""
+    now = time.time()
+    with transaction.atomic():
+        UserTokens.objects.get_or_create(user_id=user.pk)
+        state = UserTokens.objects.select_for_update().get(user_id=user.pk)
+        state.revoked = [[j, exp] for j, exp in state.revoked if exp > now]
+        state.revoked.append([claims["jti"], claims["exp"]])
+        state.save(update_fields=["revoked"])
+        credentials_changed(user.pk, jti=claims["jti"])
+
+
+def tokens_revoke_all(user: Any) -> None:
+    """Log out every token of ``user``, wherever it is."""
+    with transaction.atomic():
+        UserTokens.objects.get_or_create(user_id=user.pk)
+        UserTokens.objects.filter(user_id=user.pk).update(version=F("version") + 1, revoked=[])
+        credentials_changed(user.pk)
+
+
+# --- Revocation reaches open sockets --------------------------------------------------
+
+
+def credentials_changed(
+    user_id: int, *, jti: str | None = None, session: str | None = None
+) -> None:
+    """Tell every open socket of the user, on every process, to check its credentials
+    again once the change commits: the sockets of ``jti`` or ``session`` close at once."""
+    event = {"type": "auth.revoked", "jti": jti, "session": session}
+    broadcast_on_commit([(auth_group(user_id), event)])
+
+
+def credentials_valid(user_id: int, authorization: str | None, session_key: str | None) -> bool:
+    """Whether a socket's credentials, read afresh, still name its user."""
+    session = None
+    if session_key:
+        session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    try:
+        user = authenticate(authorization, session)
+    except Unauthenticated:
+        return False
+    return bool(user.is_authenticated and user.pk == user_id)
+
+
+def _user_saved(
+    sender: Any, instance: Any, created: bool = False, update_fields: Any = None, **kwargs: Any
+) -> None:
+    """A deactivation or a password change: the user's sockets check their credentials."""
+    if created or (update_fields is not None and set(update_fields) <= {"last_login"}):
+        return  # a new user, or a login: no socket's credentials changed
+    if instance.pk is not None:
+        credentials_changed(instance.pk)
+
+
+def _user_logged_out(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    session = getattr(request, "session", None)
+    if user is not None and session is not None and session.session_key:
+        credentials_changed(user.pk, session=session.session_key)
+
+
+def connect_signals() -> None:
+    """Called from ``AppConfig.ready``: whatever changes a user's credentials, through
+    the app or not (the admin, a password reset), reaches their open sockets."""
+    post_save.connect(_user_saved, sender=get_user_model(), dispatch_uid="dm_user_saved")
+    user_logged_out.connect(_user_logged_out, dispatch_uid="dm_user_logged_out")
 
 
 class TokenAuthenticator:
     """``Authorization: Bearer <token>`` with a token of :func:`token_issue`."""
 
     def authenticate(self, credentials: Credentials) -> Any | None:
-        scheme, _, token = (credentials.authorization or "").strip().partition(" ")
-        if scheme.lower() != "bearer":
-            return None
-        token = token.strip()
-        if not token or " " in token:
-            raise Unauthenticated("malformed Authorization header; use 'Bearer <token>'")
-        return token_user(token)
+        token = bearer_token(credentials.authorization)
+        return None if token is None else token_user(token)
+
+
+def token_id(authorization: str | None) -> str | None:
+    """The ``jti`` of the app's Bearer token in ``authorization``, if it is one."""
+    try:
+        token = bearer_token(authorization)
+        return None if token is None else str(token_claims(token)["jti"])
+    except Unauthenticated:
+        return None
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of ``Authorization: Bearer <token>``; None for another scheme."""
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    token = token.strip()
+    if not token or " " in token:
+        raise Unauthenticated("malformed Authorization header; use 'Bearer <token>'")
+    return token
 
 
 class SessionAuthenticator:
@@ -185,7 +312,7 @@ def login_check(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse
     return wrapper
 
 
-def _header(scope: dict[str, Any], name: bytes) -> str | None:
+def header(scope: dict[str, Any], name: bytes) -> str | None:
     for key, value in scope.get("headers", []):
         if key.lower() == name:
             return str(value.decode("latin-1"))
@@ -206,7 +333,7 @@ class WebSocketAuthMiddleware:
         scope = dict(scope)
         try:
             scope["user"] = await in_thread(authenticate)(
-                _header(scope, b"authorization"), scope.get("session")
+                header(scope, b"authorization"), scope.get("session")
             )
         except Unauthenticated as exc:
             scope["user"], scope["auth_error"] = AnonymousUser(), exc.detail
@@ -281,7 +408,7 @@ class OriginCheckMiddleware:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         from channels.security.websocket import WebsocketDenier
 
-        if _header(scope, b"origin") is None and _header(scope, b"authorization"):
+        if header(scope, b"origin") is None and header(scope, b"authorization"):
             return await self.inner(scope, receive, send)
         if origin_allowed(scope):
             return await self.inner(scope, receive, send)

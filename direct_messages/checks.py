@@ -6,7 +6,7 @@ import difflib
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import Error, register
+from django.core.checks import Error, Warning, register
 from django.urls import NoReverseMatch, reverse
 from django.utils.module_loading import import_string
 
@@ -28,12 +28,20 @@ POSITIVE = {
     "FILE_MAX_BYTES",
     "IMAGE_MAX_PIXELS",
     "THUMBNAIL_SIZE",
+    "UPLOAD_RATE_LIMIT",
+    "UPLOAD_RATE_WINDOW_SECONDS",
+    "UNCLAIMED_MAX_FILES",
+    "UNCLAIMED_MAX_BYTES",
+    "IMAGE_DECODE_CONCURRENCY",
     "SEND_RATE_LIMIT",
     "SEND_RATE_WINDOW_SECONDS",
     "TOKEN_LIFETIME_SECONDS",
     "PRESENCE_TTL_SECONDS",
     "MAX_SOCKETS_PER_USER",
     "DATABASE_THREADS",
+    "FRAME_RATE",
+    "FRAME_BURST",
+    "REPLAY_BATCH",
 }
 
 
@@ -184,3 +192,22 @@ def check_urls_included(app_configs: Any, **kwargs: Any) -> list[Error]:
             )
         ]
     return []
+
+
+@register()
+def check_sqlite_transactions(app_configs: Any, **kwargs: Any) -> list[Warning]:
+    """SQLite's default (deferred) transactions fail at once with "database is locked"
+    when one that has read must write while another connection writes: the busy timeout
+    does not apply to that upgrade. Two people sending at the same moment do that."""
+    return [
+        Warning(
+            f"DATABASES[{alias!r}] is SQLite without transaction_mode IMMEDIATE: concurrent "
+            "sends can fail with 'database is locked'.",
+            hint='Add "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20} to it '
+            "(and PRAGMA journal_mode=WAL for readers that never wait), or use PostgreSQL.",
+            id="direct_messages.W001",
+        )
+        for alias, database in settings.DATABASES.items()
+        if database.get("ENGINE", "").endswith("sqlite3")
+        and str(database.get("OPTIONS", {}).get("transaction_mode", "")).upper() != "IMMEDIATE"
+    ]

@@ -22,6 +22,10 @@ DEFAULTS: dict[str, Any] = {
     # --- tokens (signed with the host's SECRET_KEY) ---
     "TOKEN_LIFETIME_SECONDS": 7 * 24 * 3600,
     "TOKEN_AUDIENCE": "direct_messages",
+    # Throttles (per client address / per user, in the host's default cache): django-axes
+    # in the host adds per-account lockouts on wrong passwords (docs/install.md).
+    "TOKEN_RATE": "30/min",
+    "USER_SEARCH_RATE": "60/min",
     # --- messages ---
     "MESSAGE_MAX_LENGTH": 1000,  # characters of message text
     "FRAME_MAX_BYTES": 64 * 1024,  # a larger WebSocket frame gets `too_large`
@@ -31,15 +35,38 @@ DEFAULTS: dict[str, Any] = {
     # --- attachments ---
     "ATTACHMENTS_PER_MESSAGE": 10,
     "FILE_MAX_BYTES": 25 * 1024 * 1024,
-    "IMAGE_MAX_PIXELS": 40_000_000,
+    # All frames together; a WebP counts 4x (docs/attachments.md has the measurements).
+    "IMAGE_MAX_PIXELS": 25_000_000,
     "THUMBNAIL_SIZE": 640,  # longest side of the WebP thumbnail
     "UNCLAIMED_ATTACHMENT_TTL_SECONDS": 24 * 3600,
     "X_ACCEL_REDIRECT_PREFIX": "",  # e.g. "/protected-media/" behind nginx
+    # Files a user may upload (alone or in a multipart send) per sliding window ...
+    "UPLOAD_RATE_LIMIT": 30,
+    # ... of this many seconds, then `rate_limited`.
+    "UPLOAD_RATE_WINDOW_SECONDS": 60,
+    # Uploads of one user waiting for a send: at most this many files ...
+    "UNCLAIMED_MAX_FILES": 50,
+    # ... and this many bytes together, then `too_large`.
+    "UNCLAIMED_MAX_BYTES": 200 * 1024 * 1024,
+    # Images decoded at once per process (each can take 4 bytes per pixel and more).
+    "IMAGE_DECODE_CONCURRENCY": 2,
+    # How long an upload waits for a decoding slot before `rate_limited` (Retry-After 1).
+    "IMAGE_DECODE_WAIT_SECONDS": 5.0,
+    # Uploads start a purge of expired unclaimed uploads at most this often per
+    # process, in a background thread; 0 leaves it to `manage.py purge_attachments`.
+    "PURGE_INTERVAL_SECONDS": 300,
     # --- real time ---
     "REDIS_URL": "",  # typing throttle and presence shared across processes when set
     "TYPING_THROTTLE_SECONDS": 1.0,
     "PRESENCE_TTL_SECONDS": 60,  # a dead process's sockets stop counting after this
     "MAX_SOCKETS_PER_USER": 50,  # more open sockets (all processes) are closed with 4429
+    # Frames a socket may send: a bucket of FRAME_BURST refilled at FRAME_RATE a second;
+    # past it a frame gets `rate_limited` and is not applied. Sends also count against
+    # SEND_RATE_LIMIT.
+    "FRAME_RATE": 10.0,
+    "FRAME_BURST": 40,
+    # Messages one `?after=` or `sync` replays; `sync.done` then says whether there is more.
+    "REPLAY_BATCH": 500,
     # Threads per process for the sockets' database work, each keeping one connection.
     "DATABASE_THREADS": min(32, (os.cpu_count() or 1) + 4),
 }

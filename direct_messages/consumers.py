@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 from typing import Any
 from urllib.parse import parse_qs
@@ -23,12 +24,23 @@ from channels.utils import await_many_dispatch
 
 from direct_messages import presence, selectors, services
 from direct_messages.adapters import handle_of
+from direct_messages.auth import credentials_valid, header, token_id
 from direct_messages.conf import dm_setting
 from direct_messages.db import in_thread
-from direct_messages.errors import ApiError, Forbidden, Internal, Invalid, NotFound, TooLarge
+from direct_messages.errors import (
+    ApiError,
+    Forbidden,
+    Internal,
+    Invalid,
+    NotFound,
+    RateLimited,
+    TooLarge,
+    Unauthenticated,
+)
+from direct_messages.ratelimit import FrameBudget
 from direct_messages.realtime import collecting_events, publish
-from direct_messages.rooms import inbox_group, pair_room_key, presence_group
-from direct_messages.schemas import frame_ref, parse_frame, user_out
+from direct_messages.rooms import auth_group, inbox_group, pair_room_key, presence_group
+from direct_messages.schemas import frame_ref, parse_frame, seq_parse, user_out
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +73,7 @@ class FrameConsumer(AsyncWebsocketConsumer):
         self.base_send = send
         self.groups_wanted = set()
         self.layer_ok = True
+        self.frame_budget = FrameBudget(dm_setting("FRAME_RATE"), dm_setting("FRAME_BURST"))
         self.closing = False
         self.send_closed = False  # we closed, or the client went while we were sending
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
@@ -173,7 +186,10 @@ class FrameConsumer(AsyncWebsocketConsumer):
             await self.call(services.presence_changed, user=self.user, online=False)
 
     async def layer_recovered(self, event: dict[str, Any]) -> None:
-        """Called when the channel layer works again after a failure."""
+        """Called when the channel layer works again after a failure: a revocation may
+        have been lost with it, so the credentials are checked once more."""
+        if not await self.credentials_hold():
+            await self.close(code=CLOSE_UNAUTHENTICATED)
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         """Leave the groups (if the layer lets us) and stop."""
@@ -231,12 +247,18 @@ class FrameConsumer(AsyncWebsocketConsumer):
             await self.send_error(Invalid("frame: not valid JSON"))
             return
         ref = frame_ref(content)
+        if wait := self.frame_budget.take():
+            detail = f"too many frames; at most {dm_setting('FRAME_RATE'):g} a second"
+            await self.send_error(RateLimited(detail, retry_after=math.ceil(wait)), ref)
+            return
         frame: Any = None
         try:
             frame = parse_frame(content)
             await self.dispatch_frame(frame)
         except ApiError as exc:
             await self.send_error(exc, exc.ref if exc.ref is not None else ref)
+            if isinstance(exc, Unauthenticated):  # the account went away under the socket
+                await self.close(code=CLOSE_UNAUTHENTICATED)
         except Exception:
             # Only the parsed type: the raw content may nest too deep even to repr.
             logger.exception("frame failed: %s", getattr(frame, "type", "(not parsed)"))
@@ -271,7 +293,26 @@ class FrameConsumer(AsyncWebsocketConsumer):
             return True
         self.user = user
         self.handle = handle_of(user)
-        return not await self.admit()
+        self.authorization = header(self.scope, b"authorization")
+        session = self.scope.get("session")
+        self.session_key = None if self.authorization or session is None else session.session_key
+        self.token_id = token_id(self.authorization)
+        if not await self.admit():
+            return True
+        await self.join(auth_group(user.pk))
+        return False
+
+    async def auth_revoked(self, event: dict[str, Any]) -> None:
+        """The user's credentials changed somewhere: close unless ours still hold."""
+        mine = (event.get("jti") and event["jti"] == self.token_id) or (
+            event.get("session") and event["session"] == self.session_key
+        )
+        if mine or not await self.credentials_hold():
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+
+    async def credentials_hold(self) -> bool:
+        check = in_thread(credentials_valid)
+        return bool(await check(self.user.pk, self.authorization, self.session_key))
 
 
 class DirectMessageConsumer(FrameConsumer):
@@ -328,19 +369,25 @@ class DirectMessageConsumer(FrameConsumer):
         self.high = state["last_seq"]
         if after is not None:
             try:
-                await self.replay(int(after))
-            except ValueError:
-                await self.send_error(Invalid("after: must be an integer"))
+                await self.replay(seq_parse(after, "after"))
+            except Invalid as exc:
+                await self.send_error(exc)
         await self.start_presence()
 
     async def replay(self, after: int) -> None:
-        """Send every message with seq > ``after`` from the database, then ``sync.done``."""
+        """Send the messages after ``after`` from the database, at most ``REPLAY_BATCH``
+        of them, then ``sync.done``; ``more`` says the client should ask again (``sync``
+        with ``after: last_seq``), so no request costs more than one batch."""
         if after < 0:
             raise Invalid("after: must be at least 0")
         async with self.delivering:
             self.high, self.ahead = max(after, self.cleared_seq), set()
-            await self.fill_gap(upto=None)
-            await self.send_json({"type": "sync.done", "last_seq": self.high})
+            await self.fill_gap(upto=self.high + dm_setting("REPLAY_BATCH"))
+            newest = self.high
+            if self.room_id is not None:
+                newest = await in_thread(selectors.room_last_seq)(self.room_id)
+            more = newest > self.high
+            await self.send_json({"type": "sync.done", "last_seq": self.high, "more": more})
 
     async def fill_gap(self, upto: int | None) -> None:
         while True:
@@ -395,19 +442,31 @@ class DirectMessageConsumer(FrameConsumer):
 
     async def frame_message_edit(self, frame: Any) -> None:
         await self.call(
-            services.message_edit, user=self.user, message_id=frame.id, text=frame.message
+            services.message_edit,
+            user=self.user,
+            room_key=self.room_key,
+            message_id=frame.id,
+            text=frame.message,
         )
 
     async def frame_message_unsend(self, frame: Any) -> None:
-        await self.call(services.message_unsend, user=self.user, message_id=frame.id)
+        await self.call(
+            services.message_unsend, user=self.user, room_key=self.room_key, message_id=frame.id
+        )
 
     async def frame_reaction_set(self, frame: Any) -> None:
         await self.call(
-            services.reaction_set, user=self.user, message_id=frame.id, emoji_text=frame.emoji
+            services.reaction_set,
+            user=self.user,
+            room_key=self.room_key,
+            message_id=frame.id,
+            emoji_text=frame.emoji,
         )
 
     async def frame_reaction_clear(self, frame: Any) -> None:
-        await self.call(services.reaction_clear, user=self.user, message_id=frame.id)
+        await self.call(
+            services.reaction_clear, user=self.user, room_key=self.room_key, message_id=frame.id
+        )
 
     async def frame_typing(self, frame: Any) -> None:
         """Relay typing to the other side (the service throttles it)."""
@@ -488,6 +547,9 @@ class DirectMessageConsumer(FrameConsumer):
         await self.close(code=CLOSE_FORBIDDEN)
 
     async def layer_recovered(self, event: dict[str, Any]) -> None:
+        await super().layer_recovered(event)
+        if self.send_closed:
+            return
         async with self.delivering:
             await self.fill_gap(upto=None)
 

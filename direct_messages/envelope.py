@@ -13,8 +13,14 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.core.exceptions import (
+    BadRequest,
+    PermissionDenied,
+    RequestDataTooBig,
+    SuspiciousOperation,
+)
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from django.views.decorators.csrf import csrf_exempt
 
 from direct_messages.errors import CODE_BY_STATUS, Internal, envelope
@@ -52,6 +58,12 @@ def api_envelope(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespons
             return _enveloped(view(request, *args, **kwargs))
         except RequestDataTooBig:
             return JsonResponse(envelope("too_large", "request body too large"), status=413)
+        except Http404:  # django-ninja's own root view (the bare API path) raises it
+            return JsonResponse(envelope("not_found", DETAIL_BY_STATUS[404]), status=404)
+        except PermissionDenied:
+            return JsonResponse(envelope("forbidden", DETAIL_BY_STATUS[403]), status=403)
+        except (BadRequest, SuspiciousOperation, MultiPartParserError):
+            return JsonResponse(envelope("invalid", DETAIL_BY_STATUS[400]), status=400)
         except Exception:
             logger.exception("unhandled error on %s %s", request.method, request.path)
             return JsonResponse(envelope(Internal.code, "internal server error"), status=500)

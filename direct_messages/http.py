@@ -1,14 +1,16 @@
 """The django-ninja side of authentication and errors, shared by every router of the API."""
 
 import logging
+import math
 from typing import Any, Literal
 
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse
 from django.http.multipartparser import MultiPartParserError
 from ninja import NinjaAPI, Schema
-from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationError
 from ninja.security import HttpBearer
+from ninja.throttling import SimpleRateThrottle
 from ninja.utils import check_csrf
 
 from direct_messages.auth import authenticate_request
@@ -78,6 +80,41 @@ class LoginCheck(HttpBearer):
         raise NotImplementedError
 
 
+class RateThrottle(SimpleRateThrottle):
+    """django-ninja's cache-backed throttle, per client address or per user, at a rate
+    read from settings on every request (``"30/min"``).
+
+    The client is ``REMOTE_ADDR`` unless ``NINJA_NUM_PROXIES`` says how many proxies'
+    ``X-Forwarded-For`` entries to trust: django-ninja's default would key on the whole
+    header, which the client writes. The cache is the host's default: with several
+    processes it must be a shared one (Redis) for the rate to hold across them.
+    """
+
+    def __init__(self, scope: str, rate: Any, *, per: Literal["client", "user"]) -> None:
+        self.scope, self.rate_of, self.per = scope, rate, per
+        super().__init__(rate())
+
+    def get_ident(self, request: HttpRequest) -> str | None:
+        from ninja.conf import settings as ninja_settings
+
+        if ninja_settings.NUM_PROXIES is None:
+            return request.META.get("REMOTE_ADDR")
+        return super().get_ident(request)
+
+    def get_cache_key(self, request: HttpRequest) -> str:
+        user = getattr(request, "user", None)
+        if self.per == "user" and user is not None and user.is_authenticated:
+            ident = f"user-{user.pk}"
+        else:
+            ident = f"ip-{self.get_ident(request)}"
+        return self.cache_format % {"scope": self.scope, "ident": ident}
+
+    def allow_request(self, request: HttpRequest) -> bool:
+        self.rate = self.rate_of()
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        return bool(super().allow_request(request))
+
+
 def _format_validation_errors(errors: list[dict[str, Any]]) -> str:
     parts = []
     for error in errors[:5]:
@@ -108,6 +145,12 @@ def build_api(**kwargs: Any) -> NinjaAPI:
     @api.exception_handler(AuthenticationError)
     def authentication_error(request: HttpRequest, exc: Exception) -> HttpResponse:
         return respond(request, 401, "unauthenticated", "authentication required")
+
+    @api.exception_handler(Throttled)
+    def throttled(request: HttpRequest, exc: Throttled) -> HttpResponse:
+        response = respond(request, 429, RateLimited.code, "too many requests; try again later")
+        response["Retry-After"] = str(max(1, math.ceil(exc.wait or 1)))
+        return response
 
     @api.exception_handler(HttpError)
     def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:

@@ -228,3 +228,19 @@ class UserActivity(models.Model):
 
     def __str__(self) -> str:
         return f"activity of {self.user_id}"
+
+
+class UserTokens(models.Model):
+    """What revokes a user's Bearer tokens: ``version`` (a token carries the version it
+    was signed at; "log out everywhere" moves it on) and ``revoked``, the ``[jti, exp]``
+    of single tokens logged out before they expire (expired ones are dropped)."""
+
+    user = models.OneToOneField(User, primary_key=True, on_delete=models.CASCADE, related_name="+")
+    version = models.PositiveIntegerField(default=0)
+    revoked = models.JSONField(default=list)
+
+    class Meta:
+        verbose_name_plural = "user tokens"
+
+    def __str__(self) -> str:
+        return f"tokens of {self.user_id}"

@@ -1,5 +1,6 @@
 """The typing throttle: in Redis when configured, so it holds across processes; in
-process memory otherwise (the embedded, single-process default).
+process memory otherwise (the embedded, single-process default). And each socket's frame
+budget, which lives with the socket.
 
 The send rate limit is not here: it lives in the database, in the send's own statement
 (:mod:`direct_messages.send_sql`), exact across processes whether or not Redis is up.
@@ -67,3 +68,24 @@ def typing_release(room_key: str, user_id: int) -> None:
         return
     with _typing_lock:
         _typing_until.pop(key, None)
+
+
+# --- frames ----------------------------------------------------------------------------
+
+
+class FrameBudget:
+    """A token bucket: ``burst`` frames at once, refilled at ``rate`` a second."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens, self.at = float(burst), time.monotonic()
+
+    def take(self) -> float:
+        """0 if a frame may go now (and takes its place), else the seconds to wait."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate

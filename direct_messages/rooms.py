@@ -20,3 +20,8 @@ def inbox_group(user_id: int) -> str:
 def presence_group(user_id: int) -> str:
     """Every socket of one user, for presence frames addressed to that user."""
     return f"user.{int(user_id)}"
+
+
+def auth_group(user_id: int) -> str:
+    """Every socket of one user, told when the user's credentials change or are revoked."""
+    return f"auth.{int(user_id)}"

@@ -12,7 +12,14 @@ from typing import Annotated, Any, Literal
 
 from django.urls import reverse
 from ninja import Schema
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    TypeAdapter,
+    WithJsonSchema,
+)
 from pydantic import ValidationError as PydanticValidationError
 
 from direct_messages.adapters import handle_of, user_out
@@ -23,12 +30,30 @@ __all__ = ["user_out"]  # PROTOCOL.md's User, from the host's adapter
 
 MAX_IDS = 100  # a sanity cap on list sizes before the real limits are checked
 
+# Every integer a client sends is range-checked here, at the schema: ids and seqs are
+# signed 64-bit columns (SQLite's INTEGER, PostgreSQL's bigint), and a value past them
+# would otherwise reach a query and fail there (SQLite's OverflowError is a 500).
+INT64_MAX = 2**63 - 1
+Id = Annotated[int, Field(ge=0, le=INT64_MAX)]
+Seq = Annotated[int, Field(ge=0, le=INT64_MAX)]
+# A page size: clamped to its range by the selectors, so any 64-bit value is accepted.
+Limit = Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX)]
+
 
 def isotime(value: dt.datetime | None) -> str | None:
     """RFC 3339 in UTC with six fractional digits and ``Z``."""
     if value is None:
         return None
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# A time field of a response schema, written as :func:`isotime` writes every time
+# (django-ninja's JSON encoder would cut it to milliseconds).
+Time = Annotated[
+    dt.datetime,
+    PlainSerializer(isotime, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
 
 
 class Wire(BaseModel):
@@ -41,12 +66,12 @@ class Wire(BaseModel):
 class MessageSendIn(Wire):
     client_id: uuid.UUID
     message: str = Field("", max_length=100_000)
-    attachment_ids: list[int] = Field(default_factory=list, max_length=MAX_IDS)
-    reply_to: int | None = None
+    attachment_ids: list[Id] = Field(default_factory=list, max_length=MAX_IDS)
+    reply_to: Id | None = None
 
 
 class ReadIn(Wire):
-    seq: int = Field(ge=0)
+    seq: Seq
 
 
 class SendFrame(MessageSendIn):
@@ -55,24 +80,24 @@ class SendFrame(MessageSendIn):
 
 class EditFrame(Wire):
     type: Literal["message.edit"]
-    id: int
+    id: Id
     message: str = Field(max_length=100_000)
 
 
 class UnsendFrame(Wire):
     type: Literal["message.unsend"]
-    id: int
+    id: Id
 
 
 class ReactionSetFrame(Wire):
     type: Literal["reaction.set"]
-    id: int
+    id: Id
     emoji: str = Field(min_length=1, max_length=64)
 
 
 class ReactionClearFrame(Wire):
     type: Literal["reaction.clear"]
-    id: int
+    id: Id
 
 
 class ReadFrame(ReadIn):
@@ -86,7 +111,7 @@ class TypingFrame(Wire):
 
 class SyncFrame(Wire):
     type: Literal["sync"]
-    after: int = Field(ge=0)
+    after: Seq
 
 
 class PingFrame(Wire):
@@ -141,6 +166,18 @@ def parse_frame(content: Any) -> Any:
         return _frame_adapter.validate_python(content)
     except PydanticValidationError as exc:
         raise Invalid(describe_validation_error(exc)) from exc
+
+
+_seq_adapter: TypeAdapter[int] = TypeAdapter(Seq)
+
+
+def seq_parse(value: Any, name: str) -> int:
+    """A seq that comes outside a frame or body (``?after=`` in a WebSocket's URL),
+    checked as the schemas check one; :class:`Invalid` if it is not one."""
+    try:
+        return int(_seq_adapter.validate_python(value))
+    except PydanticValidationError as exc:
+        raise Invalid(f"{name}: {describe_validation_error(exc)}") from exc
 
 
 def frame_ref(content: Any) -> Any:
@@ -259,4 +296,4 @@ class TokenIn(Schema):
 
 class TokenOut(Schema):
     token: str
-    expires_at: dt.datetime
+    expires_at: Time

@@ -16,7 +16,7 @@ from direct_messages.adapters import handle_of
 from direct_messages.errors import Invalid
 from direct_messages.models import DirectMessage, Reaction, Room, RoomMember
 from direct_messages.rooms import pair_room_key
-from direct_messages.schemas import conversation_out, message_out
+from direct_messages.schemas import INT64_MAX, conversation_out, message_out
 
 PAGE_MAX = 200
 
@@ -120,9 +120,12 @@ def _decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         when, _, pk = raw.partition("|")
-        return dt.datetime.fromisoformat(when), int(pk)
+        at, member_id = dt.datetime.fromisoformat(when), int(pk)
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise Invalid("cursor: not a cursor from this API") from exc
+    if not 0 < member_id <= INT64_MAX:  # past a bigint the database would raise, not answer
+        raise Invalid("cursor: not a cursor from this API")
+    return at, member_id
 
 
 def inbox_list(
@@ -186,7 +189,7 @@ def _cursor_value(cursor: str | None) -> int | None:
         value = int(cursor)
     except ValueError as exc:
         raise Invalid("cursor: not a cursor from this API") from exc
-    if not 0 < value < 2**63:  # past a bigint the database would raise, not answer
+    if not 0 < value <= INT64_MAX:  # past a bigint the database would raise, not answer
         raise Invalid("cursor: not a cursor from this API")
     return value
 

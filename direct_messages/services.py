@@ -18,6 +18,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -25,7 +26,7 @@ from django.utils import timezone
 from direct_messages import ratelimit, selectors, send_sql
 from direct_messages.adapters import get_adapter, handle_of
 from direct_messages.conf import dm_setting
-from direct_messages.errors import Forbidden, Invalid, NotFound, RateLimited
+from direct_messages.errors import Forbidden, Invalid, NotFound, RateLimited, Unauthenticated
 from direct_messages.models import (
     Block,
     DirectMessage,
@@ -73,6 +74,14 @@ def peer_check(user: Any, other: Any, *, allow_blocked: bool = False) -> Any:
     if not allow_blocked and is_blocked(user.pk, other.pk):
         raise Forbidden("this conversation is blocked")
     return other
+
+
+def sender_check_active(user: Any) -> None:
+    """A socket's user was read at its handshake: an account deactivated since then
+    sends nothing, even before the revocation reaches the socket and closes it."""
+    fresh = get_user_model()._default_manager.filter(pk=user.pk).first()
+    if fresh is None or not get_adapter().is_active(fresh):
+        raise Unauthenticated("this account is no longer active")
 
 
 def room_get_or_create(user: Any, other: Any) -> Room:
@@ -152,6 +161,7 @@ def message_send(
     returns the original message, stores nothing and broadcasts nothing; the unique
     constraint finds retries, so a first send pays no extra query for them.
     """
+    sender_check_active(sender)
     # Blocks are checked inside the send transaction, in the statement that locks the room.
     if recipient is not None:
         other = peer_check(sender, recipient, allow_blocked=True)
@@ -348,19 +358,23 @@ def room_mark_read(*, user: Any, account: str, seq: int) -> int:
 # --- Changing messages: edit, unsend, reactions ------------------------------------------
 
 
-def _message_for_update(user: Any, message_id: int) -> DirectMessage:
-    """Lock ``message_id`` and its room, if ``user`` is a participant; else NotFound.
+def _message_for_update(user: Any, room_key: str, message_id: int) -> DirectMessage:
+    """Lock ``message_id`` and its room, if the message is in ``room_key`` (the socket's
+    own conversation) and ``user`` is a participant; else NotFound. A blocked pair may
+    read its history but change nothing in it, as it may send nothing.
 
     Must run inside a transaction. The room is locked first, as in every write.
     """
     found = (
-        DirectMessage.objects.filter(pk=message_id, room__members__user=user)
+        DirectMessage.objects.filter(pk=message_id, room__key=room_key, room__members__user=user)
         .values_list("room_id", flat=True)
         .first()
     )
     if found is None:
         raise NotFound("no such message", ref=message_id)
-    Room.objects.select_for_update().get(pk=found)
+    room = Room.objects.select_for_update().get(pk=found)
+    if is_blocked(room.user_lo_id, room.user_hi_id):
+        raise Forbidden("this conversation is blocked", ref=message_id)
     return DirectMessage.objects.select_related("room").get(pk=message_id)
 
 
@@ -380,12 +394,12 @@ def _inbox_events_for_room(room: Room) -> list[Event]:
 
 
 @transaction.atomic
-def message_edit(*, user: Any, message_id: int, text: str) -> dict[str, Any]:
+def message_edit(*, user: Any, room_key: str, message_id: int, text: str) -> dict[str, Any]:
     """Change the text of ``user``'s own message within the edit window."""
     check_message_text(text)
     if not text.strip():
         raise Invalid("message: cannot be empty; unsend the message instead", ref=message_id)
-    message = _message_for_update(user, message_id)
+    message = _message_for_update(user, room_key, message_id)
     if message.sender_id != user.pk:
         raise Forbidden("you can only edit your own messages", ref=message_id)
     if message.unsent_at is not None:
@@ -405,7 +419,7 @@ def message_edit(*, user: Any, message_id: int, text: str) -> dict[str, Any]:
 
 
 @transaction.atomic
-def message_unsend(*, user: Any, message_id: int) -> dict[str, Any]:
+def message_unsend(*, user: Any, room_key: str, message_id: int) -> dict[str, Any]:
     """Remove ``user``'s own message for both sides, keeping a tombstone.
 
     Text, reactions and attachment rows go at once; the files are deleted from storage
@@ -413,7 +427,7 @@ def message_unsend(*, user: Any, message_id: int) -> dict[str, Any]:
     """
     from direct_messages.attachments import attachment_files_delete
 
-    message = _message_for_update(user, message_id)
+    message = _message_for_update(user, room_key, message_id)
     if message.sender_id != user.pk:
         raise Forbidden("you can only unsend your own messages", ref=message_id)
     room = Room.objects.get(pk=message.room_id)
@@ -453,16 +467,14 @@ def _check_emoji(emoji_text: str, message_id: int) -> None:
 
 
 @transaction.atomic
-def reaction_set(*, user: Any, message_id: int, emoji_text: str) -> dict[str, Any]:
+def reaction_set(*, user: Any, room_key: str, message_id: int, emoji_text: str) -> dict[str, Any]:
     """Set ``user``'s one reaction on a message of their conversation."""
     from direct_messages.models import Reaction
 
     _check_emoji(emoji_text, message_id)
-    message = _message_for_update(user, message_id)
+    message = _message_for_update(user, room_key, message_id)
     if message.unsent_at is not None:
         raise Invalid("cannot react to an unsent message", ref=message_id)
-    if is_blocked(message.room.user_lo_id, message.room.user_hi_id):
-        raise Forbidden("this conversation is blocked", ref=message_id)
     Reaction.objects.update_or_create(
         message=message, user=user, defaults={"emoji": emoji_text, "created_at": timezone.now()}
     )
@@ -472,10 +484,10 @@ def reaction_set(*, user: Any, message_id: int, emoji_text: str) -> dict[str, An
 
 
 @transaction.atomic
-def reaction_clear(*, user: Any, message_id: int) -> dict[str, Any]:
+def reaction_clear(*, user: Any, room_key: str, message_id: int) -> dict[str, Any]:
     from direct_messages.models import Reaction
 
-    message = _message_for_update(user, message_id)
+    message = _message_for_update(user, room_key, message_id)
     Reaction.objects.filter(message=message, user=user).delete()
     events = _message_updated(message)
     broadcast_on_commit(events)
@@ -565,7 +577,14 @@ def presence_changed(*, user: Any, online: bool) -> None:
     Partners who blocked ``user`` or whom ``user`` blocked are not told.
     """
     now = timezone.now()
-    UserActivity.objects.update_or_create(user_id=user.pk, defaults={"last_active_at": now})
+    # One statement (an upsert), not a read then a write: no transaction to upgrade, which
+    # SQLite refuses at once ("database is locked") when another connection writes.
+    UserActivity.objects.bulk_create(
+        [UserActivity(user_id=user.pk, last_active_at=now)],
+        update_conflicts=True,
+        unique_fields=["user"],
+        update_fields=["last_active_at"],
+    )
     blocks = Block.objects.filter(Q(blocker=user) | Q(blocked=user))
     hidden = {uid for pair in blocks.values_list("blocker_id", "blocked_id") for uid in pair}
     hidden.discard(user.pk)

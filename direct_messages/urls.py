@@ -30,7 +30,11 @@ for api_prefix, router_path in dm_setting("API_ROUTERS").items():
 
 api_patterns, api_app_name, api_namespace = api.urls
 for pattern in api_patterns:
-    pattern.callback = api_envelope(pattern.callback)  # type: ignore[union-attr, arg-type]
+    if getattr(pattern, "name", None) == "api-root":
+        # django-ninja's placeholder for the API's own path, which names no endpoint.
+        pattern.callback = api_not_found  # type: ignore[union-attr]
+    else:
+        pattern.callback = api_envelope(pattern.callback)  # type: ignore[union-attr, arg-type]
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -38,5 +42,7 @@ urlpatterns = [
     path("direct/t/<str:account>/", views.thread, name="thread"),
     path("logout/", views.logout, name="logout"),
     path("api/", (api_patterns, api_app_name, api_namespace)),
-    re_path(r"^api/(?P<rest>.*)$", api_not_found),
+    # Every other path under the API, and the bare ``api`` (which Django would otherwise
+    # redirect to ``api/``, or refuse with an HTML 500 for a POST under DEBUG).
+    re_path(r"^api(?:/(?P<rest>.*))?$", api_not_found),
 ]

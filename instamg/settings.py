@@ -6,7 +6,10 @@ switched on by setting ``DATABASE_URL``, ``REDIS_URL`` and ``S3_BUCKET``. The RE
 configuration table lists every variable.
 """
 
+import datetime as dt
 import os
+import secrets
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,14 +38,37 @@ def env_list(name: str, default: str) -> list[str]:
 
 DEBUG = env_bool("DEBUG", True)
 
-DEVELOPMENT_SECRET_KEY = "django-insecure-instamg-development-key-never-use-in-production"
-SECRET_KEY = os.environ.get("SECRET_KEY") or DEVELOPMENT_SECRET_KEY
-if not DEBUG and SECRET_KEY == DEVELOPMENT_SECRET_KEY:
-    raise ImproperlyConfigured(
-        "Refusing to start: DEBUG is off but SECRET_KEY is the development key. "
-        "Set the SECRET_KEY environment variable to a long random value "
-        '(python -c "import secrets; print(secrets.token_urlsafe(50))").'
-    )
+
+def local_secret_key(path: Path) -> str:
+    """This checkout's own random key, made on first use and kept in ``var/`` (never in
+    git): the embedded default signs with a key nobody else has. Several processes
+    starting at once agree on one key (the first to create the file wins)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):  # another process is writing it
+            if key := path.read_text().strip():
+                return key
+            time.sleep(0.1)
+        raise ImproperlyConfigured(f"{path} is empty: delete it to make a new key") from None
+    key = secrets.token_urlsafe(50)
+    with os.fdopen(fd, "w") as out:
+        out.write(key)
+    return key
+
+
+(BASE_DIR / "var").mkdir(exist_ok=True)
+# Never a key from the repository: SECRET_KEY from the environment, or (DEBUG only) one
+# made for this checkout. Production must set it, the same on every process.
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "Refusing to start: DEBUG is off and SECRET_KEY is not set. Set the SECRET_KEY "
+            "environment variable to a long random value, the same on every process "
+            '(python -c "import secrets; print(secrets.token_urlsafe(50))").'
+        )
+    SECRET_KEY = local_secret_key(BASE_DIR / "var" / "secret_key")
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
@@ -56,12 +82,14 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "ninja",  # Swagger UI for /api/docs from our static files, not a CDN (a CSP allows it)
     "users",
     "direct_messages",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "instamg.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -95,7 +123,6 @@ TEMPLATES = [
 # pool instead; SQLite gets WAL (readers never block the writer), a busy timeout and
 # IMMEDIATE transactions (a writer takes the lock up front instead of failing to
 # upgrade a read lock under concurrency).
-(BASE_DIR / "var").mkdir(exist_ok=True)
 # Threads for the WebSocket side's database work, each keeping one connection
 # (direct_messages.db); asyncio's default executor size.
 DATABASE_THREADS = env_int("DM_DATABASE_THREADS", min(32, (os.cpu_count() or 1) + 4))
@@ -107,7 +134,9 @@ if _database["ENGINE"] == "django.db.backends.sqlite3":
     _database["CONN_MAX_AGE"] = None
     _database["CONN_HEALTH_CHECKS"] = True
     _database["OPTIONS"] = {
-        "timeout": 20,
+        # Seconds a write waits for the lock. Nothing slow runs inside a transaction
+        # (password hashing, image processing), so the lock is held for milliseconds.
+        "timeout": env_int("SQLITE_BUSY_TIMEOUT", 20),
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
@@ -167,6 +196,42 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "users:login"
 LOGIN_REDIRECT_URL = "direct_messages:inbox"
 LOGOUT_REDIRECT_URL = "users:login"
+
+# Brute force: django-axes counts failed logins (the token endpoint, the login page, the
+# admin) per account and per client address; either one past the limit locks out for the
+# cool-off, which every further failure restarts. Across processes through Redis when it
+# is configured, else the database. Signup (a password hash each) is throttled per
+# address. Behind a proxy, set AXES_IPWARE_PROXY_COUNT and NINJA_NUM_PROXIES.
+INSTALLED_APPS += ["axes"]
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+MIDDLEWARE += ["axes.middleware.AxesMiddleware"]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = dt.timedelta(seconds=env_int("LOGIN_COOLOFF_SECONDS", 15 * 60))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# The login form's field and the token endpoint's authenticate(username=...), not the
+# model's USERNAME_FIELD (axes' default, `account` here).
+AXES_USERNAME_FORM_FIELD = "username"
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = True
+AXES_LOCKOUT_CALLABLE = "users.lockout.lockout_response"
+AXES_HANDLER = (
+    "axes.handlers.cache.AxesCacheHandler"
+    if REDIS_URL
+    else "axes.handlers.database.AxesDatabaseHandler"
+)
+AXES_VERBOSE = False
+SIGNUP_RATE = os.environ.get("SIGNUP_RATE", "10/hour")  # per client address
+NINJA_NUM_PROXIES = 0  # throttles key on REMOTE_ADDR, never on a client's X-Forwarded-For
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
 
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
@@ -230,12 +295,19 @@ DIRECT_MESSAGES = {
     "USER_ADAPTER": "users.adapters.AccountAdapter",
     "API_ROUTERS": {"/auth": "users.api.signup_router"},
     "TOKEN_LIFETIME_SECONDS": env_int("TOKEN_LIFETIME_SECONDS", 7 * 24 * 3600),
+    "TOKEN_RATE": os.environ.get("DM_TOKEN_RATE", "30/min"),
+    "USER_SEARCH_RATE": os.environ.get("DM_USER_SEARCH_RATE", "60/min"),
     "DATABASE_THREADS": DATABASE_THREADS,
     "MESSAGE_MAX_LENGTH": env_int("DM_MESSAGE_MAX_LENGTH", 1000),
     "FRAME_MAX_BYTES": env_int("DM_FRAME_MAX_BYTES", 64 * 1024),
     "ATTACHMENTS_PER_MESSAGE": env_int("DM_ATTACHMENTS_PER_MESSAGE", 10),
     "FILE_MAX_BYTES": env_int("DM_FILE_MAX_BYTES", 25 * 1024 * 1024),
-    "IMAGE_MAX_PIXELS": env_int("DM_IMAGE_MAX_PIXELS", 40_000_000),
+    "IMAGE_MAX_PIXELS": env_int("DM_IMAGE_MAX_PIXELS", 25_000_000),
+    "UPLOAD_RATE_LIMIT": env_int("DM_UPLOAD_RATE_LIMIT", 30),
+    "UPLOAD_RATE_WINDOW_SECONDS": env_int("DM_UPLOAD_RATE_WINDOW_SECONDS", 60),
+    "UNCLAIMED_MAX_FILES": env_int("DM_UNCLAIMED_MAX_FILES", 50),
+    "UNCLAIMED_MAX_BYTES": env_int("DM_UNCLAIMED_MAX_BYTES", 200 * 1024 * 1024),
+    "IMAGE_DECODE_CONCURRENCY": env_int("DM_IMAGE_DECODE_CONCURRENCY", 2),
     "THUMBNAIL_SIZE": env_int("DM_THUMBNAIL_SIZE", 640),
     "EDIT_WINDOW_SECONDS": env_int("DM_EDIT_WINDOW_SECONDS", 15 * 60),
     "SEND_RATE_LIMIT": env_int("DM_SEND_RATE_LIMIT", 30),
@@ -245,8 +317,30 @@ DIRECT_MESSAGES = {
     "PRESENCE_TTL_SECONDS": env_int("DM_PRESENCE_TTL_SECONDS", 60),
     "MAX_SOCKETS_PER_USER": env_int("DM_MAX_SOCKETS_PER_USER", 50),
     "TYPING_THROTTLE_SECONDS": float(os.environ.get("DM_TYPING_THROTTLE_SECONDS") or 1.0),
+    "FRAME_RATE": float(os.environ.get("DM_FRAME_RATE") or 10.0),
+    "FRAME_BURST": env_int("DM_FRAME_BURST", 40),
+    "REPLAY_BATCH": env_int("DM_REPLAY_BATCH", 500),
     "REDIS_URL": REDIS_URL,
 }
+
+# --- HTTPS and error reports (python manage.py check --deploy) -----------------------
+# Production is served over HTTPS, usually by a proxy that terminates TLS and says so
+# in X-Forwarded-Proto: SECURE_PROXY_SSL_HEADER=HTTP_X_FORWARDED_PROTO (only behind a
+# proxy that always sets or strips that header: a client could send it otherwise).
+# HSTS is on by default with DEBUG off (Django sends it on HTTPS responses only); the
+# redirect to HTTPS is opt-in, because the benchmarks and the tests run production
+# settings over plain HTTP on loopback. README's "Running at scale" sets all of them.
+if _proxy_header := os.environ.get("SECURE_PROXY_SSL_HEADER", ""):
+    SECURE_PROXY_SSL_HEADER = (_proxy_header, "https")
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 365 * 24 * 3600)
+# Both commit every subdomain of the site to HTTPS too, for as long as browsers keep
+# the HSTS entry (preload: for good); only when all of them serve HTTPS.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# Error reports (the DEBUG page, mails to ADMINS) hide DATABASE_URL, REDIS_URL and the
+# password in any URL-valued setting, beside Django's KEY / SECRET / PASSWORD names.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "instamg.reporting.SecretsHiddenFilter"
 
 # --- Misc ---------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
@@ -44,6 +45,22 @@ def _database_threads_closed(django_db_setup: Any, django_db_blocker: Any) -> It
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                     " WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 )
+
+
+@pytest.fixture(autouse=True)
+def _lenient_throttles(settings: Any) -> None:
+    """Every test signs up and logs in from 127.0.0.1, and the cache (Redis in the
+    PostgreSQL pass) outlives a test: the throttles and lockouts are lifted here and
+    tested, at their real limits, in tests/integration/test_throttles.py."""
+    settings.AXES_FAILURE_LIMIT = 1_000_000
+    settings.SIGNUP_RATE = "1000000/hour"
+    settings.DIRECT_MESSAGES = {
+        **settings.DIRECT_MESSAGES,
+        "TOKEN_RATE": "1000000/min",
+        "USER_SEARCH_RATE": "1000000/min",
+        "FRAME_RATE": 1_000_000.0,
+        "FRAME_BURST": 1_000_000,
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -128,7 +145,11 @@ async def ws_connect() -> AsyncIterator[Callable[..., Any]]:
         headers: list[tuple[bytes, bytes]] | None = None,
     ) -> WebsocketCommunicator:
         communicator = WebsocketCommunicator(
-            application, path, headers=headers if headers is not None else ws_headers(user, origin)
+            application,
+            path,
+            headers=headers
+            if headers is not None
+            else await sync_to_async(ws_headers)(user, origin),
         )
         connected, _ = await communicator.connect(timeout=10)
         assert connected, f"handshake to {path} refused"

@@ -95,6 +95,14 @@ def server_env(database_url: str, redis_url: str | None = None, **extra: str) ->
         DEBUG="true",
         ALLOWED_HOSTS="127.0.0.1,localhost",
         DM_SEND_RATE_LIMIT="100000",
+        # Every test's users sign up and log in from 127.0.0.1: the throttles and lockouts
+        # have tests of their own (tests/integration/test_throttles.py).
+        SIGNUP_RATE="1000000/hour",
+        DM_TOKEN_RATE="1000000/min",
+        DM_USER_SEARCH_RATE="1000000/min",
+        LOGIN_FAILURE_LIMIT="1000000",
+        DM_FRAME_RATE="1000000",
+        DM_FRAME_BURST="1000000",
         PYTHONUNBUFFERED="1",
     )
     if redis_url:

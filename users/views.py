@@ -12,6 +12,7 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.generic.edit import FormView
 
+from users.api import signup_throttle
 from users.forms import LoginForm, SignupForm
 
 
@@ -35,6 +36,15 @@ class SignupView(RedirectURLMixin, FormView):
         if request.user.is_authenticated:
             return HttpResponseRedirect(self.get_success_url())
         return super().dispatch(request, *args, **kwargs)
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not signup_throttle.allow_request(request):  # the API's signup limit, shared
+            form = self.get_form()
+            form.add_error(None, "Too many sign-ups from your address. Try again later.")
+            response = self.render_to_response(self.get_context_data(form=form), status=429)
+            response["Retry-After"] = str(int(signup_throttle.wait() or 1))
+            return response
+        return super().post(request, *args, **kwargs)
 
     def form_valid(self, form: SignupForm) -> HttpResponse:
         user = form.save()

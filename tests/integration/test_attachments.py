@@ -300,8 +300,8 @@ async def test_websocket_send_claims_attachments_and_refuses_others(
 ):
     from asgiref.sync import sync_to_async
 
-    mine = await sync_to_async(uploaded_id)(auth_client(alice))
-    bobs = await sync_to_async(uploaded_id)(auth_client(bob))
+    mine = await sync_to_async(lambda: uploaded_id(auth_client(alice)))()
+    bobs = await sync_to_async(lambda: uploaded_id(auth_client(bob)))()
     ws = await ws_connect("/ws/dm/bob/", alice)
     assert (await ws.receive_json_from(timeout=5))["type"] == "room.joined"
     stolen = str(uuid.uuid4())
@@ -491,6 +491,7 @@ def test_file_is_streamed_with_its_detected_type_and_safe_headers(
     assert response["Content-Type"] == "image/jpeg"
     assert response["X-Content-Type-Options"] == "nosniff"
     assert response["Content-Disposition"] == 'inline; filename="p.jpg"'
+    assert response["Content-Security-Policy"] == "default-src 'none'; sandbox"
     assert response["Content-Length"] == str(row.size)
     assert "private" in response["Cache-Control"]
     assert content(response) == (media_root / row.file.name).read_bytes()
@@ -537,7 +538,31 @@ def test_x_accel_redirect_hands_the_file_to_nginx(alice, auth_client, settings):
     assert response["X-Accel-Redirect"] == f"/protected-media/{row.file.name}"
     assert response["Content-Type"] == "image/png"
     assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["Content-Security-Policy"] == "default-src 'none'; sandbox"
+    assert response["Content-Disposition"] == 'inline; filename="a.png"'
+    assert response["Cache-Control"] == "private, max-age=3600"
     assert response.content == b""
+
+
+@pytest.mark.parametrize("accel", [False, True])
+def test_a_stored_type_outside_the_allow_list_is_served_as_a_download(
+    alice, auth_client, settings, accel
+):
+    # A row from before uploads were parsed (an HTML file taken for audio/mpeg by its
+    # first bytes would have become "text/html" in a hand-edited row, or any type a
+    # later version adds): never rendered in place.
+    if accel:
+        settings.DIRECT_MESSAGES = {
+            **settings.DIRECT_MESSAGES,
+            "X_ACCEL_REDIRECT_PREFIX": "/protected-media/",
+        }
+    pk = uploaded_id(auth_client(alice), png_bytes(), "page.png")
+    DirectMessageAttachFiles.objects.filter(pk=pk).update(content_type="text/html")
+    response = auth_client(alice).get(f"/api/attachments/{pk}/file")
+    assert response["Content-Type"] == "application/octet-stream"
+    assert response["Content-Disposition"] == 'attachment; filename="page.png"'
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["Content-Security-Policy"] == "default-src 'none'; sandbox"
 
 
 def test_missing_stored_file_is_not_found(alice, auth_client, media_root):

@@ -210,7 +210,11 @@ async def test_after_replays_missed_messages_then_sync_done(alice, bob, ws_conne
     assert frame["last_seq"] == 5
     seqs = [(await recv_type(bob_ws, "message.new"))["message"]["seq"] for _ in range(3)]
     assert seqs == [3, 4, 5]
-    assert await recv_type(bob_ws, "sync.done") == {"type": "sync.done", "last_seq": 5}
+    assert await recv_type(bob_ws, "sync.done") == {
+        "type": "sync.done",
+        "last_seq": 5,
+        "more": False,
+    }
     await bob_ws.send_json_to({"type": "sync", "after": 4})
     assert (await recv_type(bob_ws, "message.new"))["message"]["seq"] == 5
     assert (await recv_type(bob_ws, "sync.done"))["last_seq"] == 5

@@ -12,8 +12,6 @@ import pytest
 from django.test import Client, override_settings
 from PIL import Image
 
-from tests.conftest import PASSWORD
-
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.urls("tests.urls_chat_prefix"),
@@ -31,7 +29,11 @@ def test_http_api_pages_and_attachments_live_under_the_prefix(alice, bob, auth_c
     upload = client.post("/chat/api/attachments", {"file": io.BytesIO(png())}, format="multipart")
     assert upload.status_code == 201, upload.content
     assert upload.json()["url"] == f"/chat/api/attachments/{upload.json()['id']}/file"
-    body = {"client_id": str(uuid.uuid4()), "message": "hi", "attachment_ids": [upload.json()["id"]]}
+    body = {
+        "client_id": str(uuid.uuid4()),
+        "message": "hi",
+        "attachment_ids": [upload.json()["id"]],
+    }
     sent = client.post("/chat/api/dm/bob/messages", body, content_type="application/json")
     assert sent.status_code == 201, sent.content
     [attachment] = sent.json()["attachments"]
@@ -60,10 +62,12 @@ def test_pages_hand_the_client_every_url_under_the_prefix(alice):
     anonymous = Client().get("/chat/direct/inbox/", HTTP_ACCEPT="text/html")
     assert anonymous.headers["Location"] == "/accounts/login/?next=/chat/direct/inbox/"
     client = Client()
-    assert client.login(account="alice", password=PASSWORD)
+    client.force_login(alice)
     page = client.get("/chat/direct/inbox/")
     assert page.status_code == 200
-    config = json.loads(page.content.split(b'id="dm-config" type="application/json">')[1].split(b"</script>")[0])
+    config = json.loads(
+        page.content.split(b'id="dm-config" type="application/json">')[1].split(b"</script>")[0]
+    )
     assert config["api_url"] == "/chat/api/"
     assert config["ws_url"] == "/chat/ws/"
     assert config["login_url"] == "/accounts/login/"
@@ -77,7 +81,7 @@ def test_logout_ends_the_session_and_goes_to_the_hosts_login(alice, settings):
     settings.LOGOUT_REDIRECT_URL = None
     settings.LOGIN_URL = "/accounts/login/"
     client = Client()
-    assert client.login(account="alice", password=PASSWORD)
+    client.force_login(alice)
     assert client.get("/chat/logout/").status_code == 405  # a link cannot log anyone out
     response = client.post("/chat/logout/")
     assert response.headers["Location"] == "/accounts/login/"

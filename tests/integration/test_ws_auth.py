@@ -1,4 +1,5 @@
 import pytest
+from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from instamg.asgi import application
@@ -33,7 +34,9 @@ async def test_bad_token_is_closed_4401(ws_connect):
 
 async def test_foreign_origin_is_refused_whatever_the_credentials(alice):
     communicator = WebsocketCommunicator(
-        application, "/ws/inbox/", headers=ws_headers(alice, origin="https://evil.example")
+        application,
+        "/ws/inbox/",
+        headers=await sync_to_async(ws_headers)(alice, origin="https://evil.example"),
     )
     connected, _ = await communicator.connect(timeout=5)
     assert not connected
@@ -42,7 +45,7 @@ async def test_foreign_origin_is_refused_whatever_the_credentials(alice):
 async def test_allowed_origin_with_token_is_accepted(alice, ws_connect):
     headers = [
         (b"host", b"localhost:8000"),
-        (b"authorization", f"Bearer {token_for(alice)}".encode()),
+        (b"authorization", f"Bearer {await sync_to_async(token_for)(alice)}".encode()),
         (b"origin", b"http://localhost:8000"),
     ]
     ws = await ws_connect("/ws/inbox/", headers=headers)

@@ -153,9 +153,11 @@ def send(base: str, p: Principal, to: str, text: str, **extra: Any) -> dict[str,
 
 
 def forged_tokens(user_id: int, other_id: int, valid: str) -> dict[str, str]:
-    """Tokens that must not authenticate: expired, re-signed claims, other keys."""
+    """Tokens that must not authenticate: expired, re-signed claims, other keys. Each
+    differs from ``valid`` (a real token of ``user_id``) in that one property only."""
     now = dt.datetime.now(dt.UTC)
-    claims = {"sub": str(user_id), "iat": now, "exp": now + dt.timedelta(hours=1), "aud": "instamg"}
+    claims = jwt.decode(valid, options={"verify_signature": False})
+    claims.update(iat=now, exp=now + dt.timedelta(hours=1))
     expired = dict(claims, iat=now - dt.timedelta(days=8), exp=now - dt.timedelta(seconds=5))
     header, _, signature = valid.split(".")
     swapped = jwt.encode(
@@ -171,8 +173,23 @@ def forged_tokens(user_id: int, other_id: int, valid: str) -> dict[str, str]:
         "no_expiry": jwt.encode(
             {k: v for k, v in claims.items() if k != "exp"}, settings.SECRET_KEY, "HS256"
         ),
+        "old_token_version": jwt.encode(
+            dict(claims, ver=claims["ver"] - 1), settings.SECRET_KEY, "HS256"
+        ),
         "truncated_signature": valid[:-4],
     }
+
+
+def revoked_tokens(base: str) -> dict[str, str]:
+    """Real tokens, revoked since: logged out, and signed before a password change."""
+    logged_out = signup(base, password=PASSWORD)
+    ok(call(base, Principal("x", "x", logged_out["token"]), "POST", "/api/auth/logout", {}), 204)
+    changed = signup(base, password=PASSWORD)
+    body = {"old_password": PASSWORD, "new_password": PASSWORD + " and more"}
+    fresh = ok(call(base, Principal("x", "x", changed["token"]), "POST", "/api/auth/token",
+                    {"account": changed["account"], "password": PASSWORD}), 200)["token"]  # fmt: skip
+    ok(call(base, Principal("x", "x", fresh), "POST", "/api/auth/password", body), 200)
+    return {"logged_out": logged_out["token"], "password_changed": changed["token"]}
 
 
 def live_sql(database_url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -259,6 +276,8 @@ def build_world(server: LiveServer, database_url: str) -> World:
     principals = [a, b, c, Principal("anonymous", "anon")]
     principals.append(Principal("deactivated", "bad", users["e"]["token"]))
     for name, token in forged_tokens(users["a"]["id"], users["b"]["id"], str(a.token)).items():
+        principals.append(Principal(name, "bad", token))
+    for name, token in revoked_tokens(base).items():
         principals.append(Principal(name, "bad", token))
     return World(server, database_url, users, ab, cd, principals)
 

@@ -42,11 +42,14 @@ from tests.reliability.authz_world import (
     call,
     db_snapshot,
     http_snapshot,
+    live_sql,
     module_server,
     multipart,
+    ok,
     png_bytes,
 )
 from tests.reliability.http_raw import Reply, record_figures
+from tests.support import signup
 
 pytestmark = pytest.mark.live
 
@@ -193,6 +196,27 @@ API_MATRIX: dict[tuple[str, str], list[Case]] = {
             expect(401),
             public=True,
         ),
+    ],
+    # A real logout or password change would end the world's principals: the cells use
+    # bodies that credentials must get past first (401 before any 400 or 403).
+    ("POST", "/api/auth/logout"): [
+        Case(
+            "a malformed logout",
+            lambda w, p: ("POST", "/api/auth/logout", {"all": "everyone"}, {}),
+            expect(400),
+        )
+    ],
+    ("POST", "/api/auth/password"): [
+        Case(
+            "a password change with a wrong old password",
+            lambda w, p: (
+                "POST",
+                "/api/auth/password",
+                {"old_password": "not it", "new_password": "a long new passphrase"},
+                {},
+            ),
+            expect(403),
+        )
     ],
     ("GET", "/api/users/me"): [Case("me", get("/api/users/me"), expect(200), check=is_me)],
     ("GET", "/api/users/"): [
@@ -831,3 +855,80 @@ async def test_websocket_authorization_matrix(world: World) -> None:
     )
     assert control == ["message.updated"], got
     assert not tally.wrong + tally.leaks + changed, "\n".join(tally.wrong + tally.leaks + changed)
+
+
+# --- Sockets opened before the credentials changed -----------------------------------
+
+
+async def closed_code(conn: Any, seconds: float) -> int | None:
+    """The close code ``conn`` gets within ``seconds`` (frames before it are skipped)."""
+    try:
+        async with asyncio.timeout(seconds):
+            while True:
+                await conn.recv()
+    except ConnectionClosed as exc:
+        return exc.rcvd.code if exc.rcvd else None
+    except TimeoutError:
+        return None
+
+
+async def test_sockets_opened_before_a_revocation_close(world: World) -> None:
+    """The revoked and deactivated principals, on sockets opened while they were valid:
+    a revocation closes both of the user's sockets (4401) within two seconds; an account
+    deactivated behind the app's back (a bulk UPDATE: no event) sends nothing."""
+    base, partner = world.server.http, world.account("a")
+    problems = []
+
+    def logout(token: str, user: dict[str, Any]) -> None:
+        ok(call(base, Principal("x", "x", token), "POST", "/api/auth/logout", {}), 204)
+
+    def logout_everywhere(token: str, user: dict[str, Any]) -> None:
+        other = ok(call(base, None, "POST", "/api/auth/token",
+                        {"account": user["account"], "password": PASSWORD}), 200)["token"]  # fmt: skip
+        ok(call(base, Principal("x", "x", other), "POST", "/api/auth/logout", {"all": True}), 204)
+
+    def password_change(token: str, user: dict[str, Any]) -> None:
+        body = {"old_password": PASSWORD, "new_password": PASSWORD + " changed"}
+        ok(call(base, Principal("x", "x", token), "POST", "/api/auth/password", body), 200)
+
+    for name, change in {
+        "logged out": logout,
+        "logged out everywhere": logout_everywhere,
+        "password changed": password_change,
+    }.items():
+        user = signup(base, password=PASSWORD)
+        p = Principal(name, "bad", user["token"], user["account"])
+        dm = (await open_socket(world, p, f"/ws/dm/{partner}/"))[1][0]
+        inbox = (await open_socket(world, p, "/ws/inbox/"))[1][0]
+        await asyncio.to_thread(change, user["token"], user)
+        for label, conn in (("/ws/dm/", dm), ("/ws/inbox/", inbox)):
+            if (code := await closed_code(conn, 2.0)) != 4401:
+                problems.append(f"{name}: {label} socket got {code}, expected 4401 within 2 s")
+
+    user = signup(base, password=PASSWORD)
+    p = Principal("deactivated behind the app's back", "bad", user["token"], user["account"])
+    dm = (await open_socket(world, p, f"/ws/dm/{partner}/"))[1][0]
+    table = "users_user"  # the demo host's user model
+    await asyncio.to_thread(
+        live_sql,
+        world.database_url,
+        f"UPDATE {table} SET is_active = %s WHERE id = %s",
+        (False, user["id"]),
+    )
+    await dm.send(
+        json.dumps({"type": "message.send", "client_id": str(uuid.uuid4()), "message": "x"})
+    )
+    error = json.loads(await asyncio.wait_for(dm.recv(), 10))
+    if (error.get("type"), error.get("code")) != ("error", "unauthenticated"):
+        problems.append(f"deactivated: a send got {error}")
+    if (code := await closed_code(dm, 2.0)) != 4401:
+        problems.append(f"deactivated: the socket got {code} after its refused send")
+    rows = await asyncio.to_thread(
+        live_sql,
+        world.database_url,
+        "SELECT count(*) FROM direct_messages_directmessage WHERE sender_id = %s",
+        (user["id"],),
+    )
+    if rows[0][0]:
+        problems.append("deactivated: a message was stored")
+    assert not problems, "\n".join(problems)

@@ -11,6 +11,7 @@ import struct
 import time
 import tracemalloc
 import zlib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -119,48 +120,255 @@ def _box(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", 8 + len(payload)) + kind + payload
 
 
-def iso_media(brand: bytes, compatible: tuple[bytes, ...]) -> bytes:
-    """An ISO base media file (MP4 family): ftyp naming the brand, then free and mdat."""
-    ftyp = _box(b"ftyp", brand + b"\x00\x00\x02\x00" + b"".join(compatible))
-    return ftyp + _box(b"free", b"") + _box(b"mdat", bytes(range(256)) * 8)
+def _full_box(kind: bytes, payload: bytes, flags: int = 0) -> bytes:
+    return _box(kind, struct.pack(">I", flags) + payload)
 
 
-def ebml(doctype: bytes) -> bytes:
-    """An EBML header as mkvmerge writes it (8-byte size), then a Segment."""
-    header = (
-        b"\x42\x86\x81\x01"  # EBMLVersion 1
-        b"\x42\xf7\x81\x01"  # EBMLReadVersion 1
-        b"\x42\xf2\x81\x04"  # EBMLMaxIDLength 4
-        b"\x42\xf3\x81\x08"  # EBMLMaxSizeLength 8
-        + b"\x42\x82"
-        + bytes([0x80 | len(doctype)])
-        + doctype
-        + b"\x42\x87\x81\x04"  # DocTypeVersion 4
-        + b"\x42\x85\x81\x02"  # DocTypeReadVersion 2
+UNITY_MATRIX = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+
+
+def _descriptor(tag: int, payload: bytes) -> bytes:
+    return bytes([tag, len(payload)]) + payload
+
+
+def _aac_esds() -> bytes:
+    """The elementary stream descriptor of AAC-LC, 44.1 kHz, stereo."""
+    decoder_specific = _descriptor(5, b"\x12\x10")  # AudioSpecificConfig
+    decoder_config = _descriptor(
+        4, b"\x40\x15" + bytes(3) + struct.pack(">II", 128000, 128000) + decoder_specific
     )
-    size = b"\x01" + len(header).to_bytes(7, "big")
-    return b"\x1a\x45\xdf\xa3" + size + header + b"\x18\x53\x80\x67\x01" + bytes(512)
+    return _full_box(
+        b"esds", _descriptor(3, struct.pack(">HB", 1, 0) + decoder_config + b"\x06\x01\x02")
+    )
 
 
-def mp3_bytes() -> bytes:
+def _iso_track(track_id: int, handler: bytes) -> bytes:
+    """A track of ``handler`` ``vide`` or ``soun``, one second long, its sample table
+    naming avc1 or mp4a (AAC, 44.1 kHz stereo) and no samples."""
+    tkhd = _full_box(
+        b"tkhd",
+        struct.pack(">IIIIII", 0, 0, track_id, 0, 1000, 0)
+        + bytes(8)
+        + struct.pack(">hhhH", 0, 0, 0x100 if handler == b"soun" else 0, 0)
+        + UNITY_MATRIX
+        + struct.pack(
+            ">II",
+            (640 << 16) if handler == b"vide" else 0,
+            (480 << 16) if handler == b"vide" else 0,
+        ),
+        flags=3,
+    )
+    mdhd = _full_box(b"mdhd", struct.pack(">IIIIHH", 0, 0, 44100, 44100, 0x55C4, 0))
+    hdlr = _full_box(b"hdlr", bytes(4) + handler + bytes(12) + b"track\0")
+    if handler == b"soun":
+        entry = _box(
+            b"mp4a",
+            bytes(6)
+            + struct.pack(">H", 1)
+            + bytes(8)
+            + struct.pack(">HHHHI", 2, 16, 0, 0, 44100 << 16)
+            + _aac_esds(),
+        )
+    else:
+        entry = _box(
+            b"avc1",
+            bytes(6)
+            + struct.pack(">H", 1)
+            + bytes(16)
+            + struct.pack(">HHIIIH", 640, 480, 0x480000, 0x480000, 0, 1)
+            + bytes(32)
+            + struct.pack(">Hh", 0x18, -1),
+        )
+    stbl = _box(b"stbl", _full_box(b"stsd", struct.pack(">I", 1) + entry))
+    minf = _box(b"minf", stbl)
+    return _box(b"trak", tkhd + _box(b"mdia", mdhd + hdlr + minf))
+
+
+def iso_media(
+    brand: bytes, compatible: tuple[bytes, ...], handlers: tuple[bytes, ...] = (b"vide", b"soun")
+) -> bytes:
+    """An ISO base media file (the MP4 family): ftyp naming the brand, a moov with a
+    movie header and one track per handler, then the media data."""
+    ftyp = _box(b"ftyp", brand + b"\x00\x00\x02\x00" + b"".join(compatible))
+    mvhd = _full_box(
+        b"mvhd",
+        struct.pack(">IIII", 0, 0, 1000, 1000)
+        + struct.pack(">IH", 0x10000, 0x100)
+        + bytes(10)
+        + UNITY_MATRIX
+        + bytes(24)
+        + struct.pack(">I", len(handlers) + 1),
+    )
+    traks = b"".join(_iso_track(i + 1, h) for i, h in enumerate(handlers))
+    return ftyp + _box(b"moov", mvhd + traks) + _box(b"mdat", bytes(range(256)) * 8)
+
+
+def _ebml_element(element_id: int, payload: bytes, *, unknown_size: bool = False) -> bytes:
+    ident = element_id.to_bytes((element_id.bit_length() + 7) // 8, "big")
+    size = (
+        b"\x01\xff\xff\xff\xff\xff\xff\xff"
+        if unknown_size
+        else b"\x01" + len(payload).to_bytes(7, "big")
+    )
+    return ident + size + payload
+
+
+def _ebml_uint(element_id: int, value: int) -> bytes:
+    return _ebml_element(element_id, value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
+
+
+def ebml_header(doctype: bytes) -> bytes:
+    """An EBML header as mkvmerge writes it (8-byte sizes)."""
+    return _ebml_element(
+        0x1A45DFA3,
+        _ebml_uint(0x4286, 1)  # EBMLVersion
+        + _ebml_uint(0x42F7, 1)  # EBMLReadVersion
+        + _ebml_uint(0x42F2, 4)  # EBMLMaxIDLength
+        + _ebml_uint(0x42F3, 8)  # EBMLMaxSizeLength
+        + _ebml_element(0x4282, doctype)  # DocType
+        + _ebml_uint(0x4287, 4)  # DocTypeVersion
+        + _ebml_uint(0x4285, 2),  # DocTypeReadVersion
+    )
+
+
+def ebml(
+    doctype: bytes = b"webm", track_types: tuple[int, ...] = (1, 2), *, live: bool = False
+) -> bytes:
+    """A WebM (or another EBML doctype): header, then a segment with its info, one
+    track per type (1 video VP8, 2 audio Opus) and a cluster of one block. ``live``:
+    segment and cluster of unknown size, as a browser's MediaRecorder writes them."""
+    codecs = {1: b"V_VP8", 2: b"A_OPUS"}
+    tracks = b"".join(
+        _ebml_element(
+            0xAE,  # TrackEntry
+            _ebml_uint(0xD7, n + 1)  # TrackNumber
+            + _ebml_uint(0x73C5, 1000 + n)  # TrackUID
+            + _ebml_uint(0x83, kind)  # TrackType
+            + _ebml_element(0x86, codecs[kind]),  # CodecID
+        )
+        for n, kind in enumerate(track_types)
+    )
+    info = _ebml_element(0x1549A966, _ebml_uint(0x2AD7B1, 1_000_000))  # TimestampScale
+    block = _ebml_element(0xA3, b"\x81\x00\x00\x80" + bytes(64))  # SimpleBlock, track 1
+    cluster = _ebml_element(0x1F43B675, _ebml_uint(0xE7, 0) + block, unknown_size=live)
+    segment = info + _ebml_element(0x1654AE6B, tracks) + cluster
+    return ebml_header(doctype) + _ebml_element(0x18538067, segment, unknown_size=live)
+
+
+MP3_FRAME = b"\xff\xfb\x90\x64" + bytes(413)  # MPEG-1 Layer III, 128 kbit/s, 44.1 kHz
+
+
+def mp3_bytes(frames: int = 8) -> bytes:
     id3 = b"ID3\x04\x00\x00\x00\x00\x00\x00"  # ID3v2.4, no frames
-    frame = b"\xff\xfb\x90\x64" + bytes(413)  # MPEG-1 Layer III, 128 kbit/s, 44.1 kHz
-    return id3 + frame * 4
+    return id3 + MP3_FRAME * frames
+
+
+def _ogg(packets: list[list[bytes]], granule: int) -> bytes:
+    """Ogg pages of one logical stream, ``packets`` per page; the last ends the stream."""
+    from mutagen.ogg import OggPage
+
+    pages = []
+    for sequence, page_packets in enumerate(packets):
+        page = OggPage()
+        page.serial, page.sequence, page.packets = 0x1234, sequence, page_packets
+        page.first = sequence == 0
+        page.last = sequence == len(packets) - 1
+        page.position = 0 if sequence < 2 else granule
+        pages.append(page.write())
+    return b"".join(pages)
 
 
 def ogg_vorbis() -> bytes:
-    page = b"OggS\x00\x02" + bytes(8) + b"\x01\x00\x00\x00" + bytes(8) + b"\x01\x1e"
-    return page + b"\x01vorbis" + bytes(23) + b"OggS\x00\x00" + bytes(200)
+    """Ogg Vorbis: identification, comment and setup headers, then one audio packet."""
+    ident = (
+        b"\x01vorbis"
+        + struct.pack("<IBIiii", 0, 2, 44100, 0, 128000, 0)
+        + b"\xb8\x01"  # block sizes 256 and 2048, framing bit
+    )
+    comment = b"\x03vorbis" + struct.pack("<I", 6) + b"tester" + struct.pack("<I", 0) + b"\x01"
+    setup = b"\x05vorbis" + bytes(32)
+    return _ogg([[ident], [comment, setup], [bytes(64)]], granule=44100)
+
+
+def ogg_opus() -> bytes:
+    head = b"OpusHead" + struct.pack("<BBHIhB", 1, 2, 312, 48000, 0, 0)
+    tags = b"OpusTags" + struct.pack("<I", 6) + b"tester" + struct.pack("<I", 0)
+    return _ogg([[head], [tags], [b"\xfc" + bytes(40)]], granule=48000)
 
 
 MEDIA_SAMPLES = {
     "mp4": (iso_media(b"isom", (b"isom", b"iso2", b"avc1", b"mp41")), "video", "video/mp4"),
     "mov": (iso_media(b"qt  ", (b"qt  ",)), "video", "video/quicktime"),
-    "webm": (ebml(b"webm"), "video", "video/webm"),
-    "m4a": (iso_media(b"M4A ", (b"M4A ", b"mp42", b"isom")), "audio", "audio/mp4"),
+    "webm": (ebml(), "video", "video/webm"),
+    "webm recorded live": (ebml(live=True), "video", "video/webm"),
+    "m4a": (iso_media(b"M4A ", (b"M4A ", b"mp42", b"isom"), (b"soun",)), "audio", "audio/mp4"),
+    "mp4 with sound only": (iso_media(b"isom", (b"isom",), (b"soun",)), "audio", "audio/mp4"),
+    "webm with sound only": (ebml(track_types=(2,)), "audio", "audio/webm"),
     "mp3": (mp3_bytes(), "audio", "audio/mpeg"),
+    "mp3 without tags": (MP3_FRAME * 8, "audio", "audio/mpeg"),
     "ogg": (ogg_vorbis(), "audio", "audio/ogg"),
+    "opus": (ogg_opus(), "audio", "audio/ogg"),
 }
+
+ID3_TAG = b"ID3\x04\x00\x00\x00\x00\x00\x00"
+# Files that start like an allowed container and are not one: each must be 415.
+BAD_MEDIA_SAMPLES = {
+    "html behind an id3 tag": ID3_TAG + HTML,
+    "html between the id3 tag and mp3 frames": ID3_TAG + HTML + MP3_FRAME * 8,
+    "one mp3 frame header then html": MP3_FRAME[:4] + HTML * 20,
+    "mp4: ftyp then html": MEDIA_SAMPLES["mp4"][0][:32] + HTML,
+    "mp4 truncated": MEDIA_SAMPLES["mp4"][0][:-100],
+    "mp4 without a movie box": _box(b"ftyp", b"isom" + bytes(4)) + _box(b"mdat", bytes(64)),
+    "mp4 without tracks": iso_media(b"isom", (b"isom",), ()),
+    "mov truncated": MEDIA_SAMPLES["mov"][0][:200],
+    "m4a: ftyp then html": MEDIA_SAMPLES["m4a"][0][:24] + HTML,
+    "webm: header then html": ebml_header(b"webm") + HTML,
+    "webm truncated": MEDIA_SAMPLES["webm"][0][:-10],
+    "webm without tracks": ebml(track_types=()),
+    "ogg: capture pattern then html": b"OggS" + HTML,
+    "ogg truncated": MEDIA_SAMPLES["ogg"][0][:60],
+}
+
+
+def mp4_with_a_box_swarm(boxes: int = 60_000) -> bytes:
+    """A sound MP4 whose movie box also holds a user-data box of ``boxes`` empty
+    boxes: each costs a parser a loop turn, and 25 MiB hold three million."""
+    data = iso_media(b"isom", (b"isom",), (b"soun",))
+    at = data.index(b"moov") - 4
+    (size,) = struct.unpack(">I", data[at : at + 4])
+    swarm = _box(b"udta", _box(b"free", b"") * boxes)
+    moov = struct.pack(">I", size + len(swarm)) + data[at + 4 : at + size] + swarm
+    return data[:at] + moov + data[at + size :]
+
+
+def webm_with_void_swarm(voids: int = 20_000) -> bytes:
+    """A WebM whose segment holds ``voids`` empty Void elements before its tracks."""
+    data = ebml()
+    at = data.index(b"\x18\x53\x80\x67")  # the segment
+    (size,) = struct.unpack(">Q", b"\x00" + data[at + 5 : at + 12])
+    payload = b"\xec\x80" * voids + data[at + 12 : at + 12 + size]
+    return data[:at] + _ebml_element(0x18538067, payload)
+
+
+def opus_with_empty_pages(pages: int = 40_000) -> bytes:
+    """An Opus file whose header pages are followed by ``pages`` empty pages of another
+    stream before its tags: a parser reads them one by one, looking for the tags."""
+    from mutagen.ogg import OggPage
+
+    empty = OggPage()
+    empty.serial, empty.packets = 0x9999, [b""]
+    data = ogg_opus()
+    first_page_end = 28 + 19
+    return data[:first_page_end] + empty.write() * pages + data[first_page_end:]
+
+
+BAD_MEDIA_SAMPLES.update(
+    {
+        "mp4 with 60 000 empty boxes": mp4_with_a_box_swarm(),
+        "webm with 20 000 empty elements": webm_with_void_swarm(),
+        "opus with 40 000 empty pages before its tags": opus_with_empty_pages(),
+    }
+)
 
 # name -> (bytes, HTTP status, error code): files that must be refused.
 BAD_SAMPLES = {
@@ -172,6 +380,7 @@ BAD_SAMPLES = {
     "empty": (b"", 400, "invalid"),
     "png claiming 30000x30000": (png_claiming(30000, 30000), 413, "too_large"),
     "matroska (not webm)": (ebml(b"matroska"), 415, "unsupported_media_type"),
+    **{name: (data, 415, "unsupported_media_type") for name, data in BAD_MEDIA_SAMPLES.items()},
 }
 ERROR_CLASS = {400: Invalid, 413: TooLarge, 415: UnsupportedMediaType}
 
@@ -316,6 +525,158 @@ def test_pillow_decompression_bomb_warning_is_an_error(settings):
         upload_process(io.BytesIO(png_claiming(10000, 10000)))
 
 
+def test_default_pixel_cap_refuses_what_would_not_fit_in_memory(settings):
+    # 6300 x 6300 (39.7 megapixels) passed the old 40 MP cap: a 150 KiB PNG that took
+    # over 600 MiB to process. The app's default (not the demo's setting) refuses it.
+    settings.DIRECT_MESSAGES = {
+        k: v for k, v in settings.DIRECT_MESSAGES.items() if k != "IMAGE_MAX_PIXELS"
+    }
+    with pytest.raises(TooLarge):
+        upload_process(io.BytesIO(png_claiming(6300, 6300)))
+    with pytest.raises(TooLarge):
+        upload_process(io.BytesIO(png_claiming(5001, 5000)))
+
+
+def test_webp_pixels_count_four_times_for_what_decoding_them_costs(settings):
+    settings.DIRECT_MESSAGES = {**settings.DIRECT_MESSAGES, "IMAGE_MAX_PIXELS": 4 * 30 * 20 - 1}
+    webp = encoded(Image.new("RGB", (30, 20), BLUE), "WEBP")
+    assert upload_process(io.BytesIO(png_bytes(30, 20))).width == 30
+    with pytest.raises(TooLarge, match="a WebP counts 4 times"):
+        upload_process(io.BytesIO(webp))
+    settings.DIRECT_MESSAGES = {**settings.DIRECT_MESSAGES, "IMAGE_MAX_PIXELS": 4 * 30 * 20}
+    assert upload_process(io.BytesIO(webp)).media.content_type == "image/webp"
+
+
+def test_an_animated_png_counts_its_pixels_twice(settings):
+    frames = [Image.new("RGB", (30, 20), colour) for colour in (RED, BLUE)]
+    apng = encoded(frames[0], "PNG", save_all=True, append_images=frames[1:])
+    settings.DIRECT_MESSAGES = {**settings.DIRECT_MESSAGES, "IMAGE_MAX_PIXELS": 2 * 2 * 600 - 1}
+    with pytest.raises(TooLarge):
+        upload_process(io.BytesIO(apng))
+    settings.DIRECT_MESSAGES = {**settings.DIRECT_MESSAGES, "IMAGE_MAX_PIXELS": 2 * 2 * 600}
+    assert reopen(upload_process(io.BytesIO(apng)).content).n_frames == 2
+
+
+# A child process: its peak resident memory while processing the image on stdin, beyond
+# what it had once Django, Pillow and mutagen were loaded and warmed up. VmHWM, not
+# getrusage: Linux carries ru_maxrss across exec, so a child of a big test process
+# would start from its parent's peak.
+MEASURE_PEAK = """
+import io, sys
+import django
+django.setup()
+from PIL import Image
+from direct_messages.attachments import upload_process
+
+
+def high_water_mark():
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
+data = sys.stdin.buffer.read()
+for fmt in ("PNG", "WEBP"):
+    warm = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(warm, fmt)
+    upload_process(warm)
+before = high_water_mark()
+upload_process(io.BytesIO(data))
+print(high_water_mark() - before)
+"""
+
+
+@pytest.mark.skipif(
+    not Path("/proc/self/status").exists(), reason="needs Linux's /proc/self/status"
+)
+def test_worst_image_at_the_default_cap_stays_within_its_memory_budget():
+    """25 megapixels, RGBA, rotated by EXIF: the costliest still the defaults accept
+    (docs/attachments.md). One decoded copy takes 95 MiB; before the decoding was
+    changed, this took about 400 MiB, now about 190 (the rotation needs two copies)."""
+    import os
+    import subprocess
+    import sys
+
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    data = encoded(Image.new("RGBA", (5000, 5000)), "PNG", exif=exif)
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "instamg.settings", "PYTHONPATH": str(root)}
+    result = subprocess.run(
+        [sys.executable, "-c", MEASURE_PEAK],
+        input=data,
+        capture_output=True,
+        cwd=root,
+        env=env,
+        timeout=120,
+        check=True,
+    )
+    peak = int(result.stdout.split()[-1])
+    assert peak < 260 * MiB, f"{peak / MiB:.0f} MiB"
+
+
+def test_no_more_images_decode_at_once_than_the_setting(settings, monkeypatch):
+    import threading
+
+    from direct_messages import attachments
+
+    settings.DIRECT_MESSAGES = {
+        **settings.DIRECT_MESSAGES,
+        "IMAGE_DECODE_CONCURRENCY": 2,
+        "IMAGE_DECODE_WAIT_SECONDS": 30.0,
+    }
+    lock = threading.Lock()
+    active, peak = [0], [0]
+    real = attachments._frames_decode
+
+    def slow_decode(image: Any) -> Any:
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        try:
+            time.sleep(0.1)
+            return real(image)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(attachments, "_frames_decode", slow_decode)
+    results: list[Any] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(upload_process(io.BytesIO(png_bytes()))))
+        for _ in range(6)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(results) == 6 and peak[0] == 2
+
+
+def test_a_large_palette_image_gets_a_true_colour_thumbnail():
+    # 2600 px wide: reduced by 2 a strip at a time, then resampled to 640.
+    picture = Image.new("RGB", (2600, 1300), RED)
+    picture.paste(BLUE, (0, 650, 2600, 1300))
+    data = encoded(picture.convert("P", palette=Image.Palette.ADAPTIVE, colors=2), "GIF")
+    processed = upload_process(io.BytesIO(data))
+    assert processed.thumbnail is not None
+    thumbnail = reopen(processed.thumbnail).convert("RGB")
+    assert thumbnail.size == (640, 320)
+    assert _close(thumbnail.getpixel((320, 40)), RED)
+    assert _close(thumbnail.getpixel((320, 280)), BLUE)
+
+
+def test_a_large_transparent_image_keeps_its_transparency_in_the_thumbnail():
+    picture = Image.new("RGBA", (2600, 1300), (*RED, 255))
+    picture.paste((0, 0, 0, 0), (0, 0, 1300, 1300))
+    processed = upload_process(io.BytesIO(encoded(picture, "PNG")))
+    assert processed.thumbnail is not None
+    thumbnail = reopen(processed.thumbnail).convert("RGBA")
+    assert thumbnail.getpixel((100, 160))[3] == 0
+    opaque = thumbnail.getpixel((540, 160))
+    assert opaque[3] == 255 and _close(opaque, RED)
+
+
 @pytest.mark.parametrize("name", list(BAD_SAMPLES))
 def test_bad_files_are_refused_with_the_right_error(name):
     data, status, _ = BAD_SAMPLES[name]
@@ -335,6 +696,21 @@ def test_video_and_audio_are_recognised_by_their_bytes_and_kept_as_uploaded(name
     assert processed.content is upload and not processed.owns_content
     assert processed.content.read() == data
     assert processed.thumbnail is None and processed.width is None
+
+
+def test_a_container_built_to_cost_parser_time_is_refused_at_once():
+    """25 MiB of such boxes or pages cost mutagen 2 to 5 s of CPU; the walk is
+    bounded instead (a number of boxes, the bytes an Ogg's headers may span)."""
+    swarm = mp4_with_a_box_swarm(3_000_000)
+    pages = opus_with_empty_pages(900_000)
+    voids = webm_with_void_swarm(12_000_000)
+    assert min(len(swarm), len(pages), len(voids)) > 20 * MiB
+    for data in (swarm, pages, voids):
+        started = time.process_time()
+        with pytest.raises(UnsupportedMediaType):
+            upload_process(io.BytesIO(data))
+        elapsed = time.process_time() - started
+        assert elapsed < 0.5, f"{elapsed:.2f} s of CPU"
 
 
 # --- Display names ----------------------------------------------------------------------

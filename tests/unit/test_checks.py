@@ -107,3 +107,13 @@ def test_manage_py_check_runs_them(settings):
     settings.DIRECT_MESSAGES = {"MESSAGE_MAX_LENGTH": "long"}
     with pytest.raises(SystemCheckError, match=r"direct_messages\.E004"):
         call_command("check")
+
+
+def test_sqlite_without_immediate_transactions_is_a_warning(settings):
+    default = {**settings.DATABASES["default"], "ENGINE": "django.db.backends.sqlite3"}
+    settings.DATABASES = {"default": {**default, "OPTIONS": {}}}
+    [warning] = checks.check_sqlite_transactions(None)
+    assert warning.id == "direct_messages.W001"
+    assert '"transaction_mode": "IMMEDIATE"' in warning.hint
+    settings.DATABASES = {"default": {**default, "OPTIONS": {"transaction_mode": "IMMEDIATE"}}}
+    assert checks.check_sqlite_transactions(None) == []

@@ -18,7 +18,7 @@ def run_django(env_overrides):
     )
 
 
-def test_production_mode_refuses_the_development_secret_key():
+def test_production_mode_refuses_to_start_without_a_secret_key():
     result = run_django({"DEBUG": "false"})
     assert result.returncode != 0
     assert "SECRET_KEY" in result.stderr and "Refusing to start" in result.stderr
@@ -78,3 +78,48 @@ def test_embedded_default_is_sqlite_wal_and_in_memory_layer():
         "20",
         "channels.layers.InMemoryChannelLayer",
     ], out.stderr
+
+
+def test_the_default_install_signs_with_a_key_of_its_own_not_one_from_the_repository():
+    """No SECRET_KEY set, DEBUG on (``make run``): the key is made for this checkout and
+    kept in var/ (ignored by git), the same for every process, readable only by its owner."""
+    code = "import django; django.setup(); from django.conf import settings; print(settings.SECRET_KEY)"
+    env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
+    env.update(DJANGO_SETTINGS_MODULE="instamg.settings", DEBUG="true")
+    keys = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.strip()
+        for _ in range(2)
+    }
+    key_file = ROOT / "var" / "secret_key"
+    assert keys == {key_file.read_text().strip()} and len(keys.pop()) >= 50
+    assert key_file.stat().st_mode & 0o077 == 0
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(key_file)], cwd=ROOT)
+    assert ignored.returncode == 0, "var/secret_key must never be committed"
+    tracked = subprocess.run(
+        ["git", "grep", "-l", "django-insecure"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert [f for f in tracked.stdout.split() if not f.startswith("tests/")] == []
+
+
+def test_demo_users_are_refused_outside_the_embedded_default():
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "instamg.settings"}
+    env.update(
+        DEBUG="false", SECRET_KEY="x" * 60, DATABASE_URL="postgres://postgres@127.0.0.1:5432/test"
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "seed_demo"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "exist only on the embedded" in result.stderr

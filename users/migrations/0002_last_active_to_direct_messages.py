@@ -17,7 +17,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ("users", "0001_initial"),
-        ("direct_messages", "0007_user_activity"),
+        ("direct_messages", "0007_user_tables"),
     ]
 
     operations = [

@@ -12,7 +12,8 @@ class Command(BaseCommand):
     help = (
         "Delete attachments uploaded but never sent in a message, older than "
         "UNCLAIMED_ATTACHMENT_TTL_SECONDS (24 hours by default): rows and stored files. "
-        "Run it from cron or a scheduler, e.g. hourly."
+        "Uploads start the same purge by themselves, at most every PURGE_INTERVAL_SECONDS "
+        "per process; run this from a scheduler if that is set to 0, or to purge now."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -169,7 +169,9 @@ export class Thread {
         this.render();
         break;
       case "sync.done":
-        this.afterSync();
+        // A replay comes in batches: ask for the next one until the server has no more.
+        if (frame.more) this.socket.send({ type: "sync", after: frame.last_seq });
+        else this.afterSync();
         break;
       case "message.new":
         this.syncedSeq = Math.max(this.syncedSeq, frame.message.seq);
@@ -604,7 +606,7 @@ export class Thread {
         { class: "thread-profile" },
         avatar(this.peer, 96),
         h("strong", { class: "thread-profile-name" }, displayName(this.peer)),
-        h("span", { class: "thread-profile-account" }, `${this.peer.account} · instamg`),
+        h("span", { class: "thread-profile-account" }, this.peer.account),
       );
     }
     return this.profileEl;
