@@ -4,6 +4,8 @@ each test is the attack that worked before."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 import uuid
 from typing import Any
@@ -14,10 +16,11 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.test import Client
+from websockets.exceptions import ConnectionClosed
 
 from direct_messages.models import DirectMessage
 from tests.conftest import PASSWORD, token_for
-from tests.support import WsClient, http_json, signup
+from tests.support import ROOT, WsClient, http_json, signup
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -195,10 +198,41 @@ async def test_logout_everywhere_closes_a_socket_on_another_process(asgi_server_
         http_json, "POST", f"{one.http}/api/auth/logout", {"all": True}, alice["token"]
     )
     assert status == 204
-    with pytest.raises(Exception) as closed:
+    with pytest.raises(ConnectionClosed) as closed:
         while True:
             await ws.recv(timeout=3)
     elapsed = time.monotonic() - started
     assert getattr(closed.value, "rcvd", None) is not None and closed.value.rcvd.code == 4401
     assert elapsed < 2.0, f"closed after {elapsed:.2f} s"
     print(f"\nlogout on one process -> socket closed on the other: {elapsed * 1000:.0f} ms")
+
+
+@pytest.mark.live
+@pytest.mark.redis
+async def test_a_deactivation_in_another_process_closes_the_socket(asgi_server_factory, redis_url):
+    """An account deactivated anywhere (here: a management shell, a process of its own,
+    as an admin's or a worker's would be) closes its sockets on a server process."""
+    server = asgi_server_factory(redis_url)
+    alice, bob = signup(server.http), signup(server.http)
+    ws = await WsClient.open(f"{server.ws}/ws/dm/{bob['account']}/", alice["token"])
+    assert (await ws.recv())["type"] == "room.joined"
+    code = (
+        "from django.contrib.auth import get_user_model; "
+        f"u = get_user_model().objects.get(pk={alice['id']}); u.is_active = False; u.save()"
+    )
+    started = time.monotonic()
+    await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=server.env,
+        check=True,
+        capture_output=True,
+    )
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            await ws.recv(timeout=5)
+    elapsed = time.monotonic() - started
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+    # The shell's own start-up (Django setup, ~1 s) is inside the figure.
+    print(f"\ndeactivation in another process -> socket closed: {elapsed * 1000:.0f} ms")
