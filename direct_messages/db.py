@@ -30,7 +30,7 @@ class _Threads(ThreadPoolExecutor):
 def database_threads() -> _Threads:
     """The threads that run the sockets' database work, for the life of the process.
 
-    Each keeps its database connection between calls (:class:`KeepConnection`), so
+    Each keeps its database connection between calls (:func:`in_thread`), so
     they are a fixed set of ``DATABASE_THREADS``, not an event loop's default executor,
     which goes with its loop (and would leak its threads' connections).
     """
@@ -54,20 +54,22 @@ def database_threads_close(timeout: float = 10.0) -> None:
     database_threads.cache_clear()
 
 
-class KeepConnection(SyncToAsync):
-    """``database_sync_to_async`` that lets the worker thread keep its connection.
+def _keeping_connection(func: Any) -> Any:
+    """``func``, then what Django does after a request, but only for a connection that
+    needs it: one that saw an error, or was left in a transaction, is closed (given
+    back to the pool, which drops it if it is broken); a healthy one stays with its
+    thread.
 
-    Channels' version closes the thread's connections after every call, which with
-    PostgreSQL's pool means a checkout and a return per frame (a sixth of a send's
-    Python time in the worker, bench/RESULTS.md). The database threads are few and
-    live as long as the process, so each keeps one connection instead; a connection
-    that saw an error, or was left in a transaction, is closed as Django would close
-    it (given back to the pool, which drops it if it is broken).
+    Channels' ``database_sync_to_async`` closes the thread's connections after every
+    call, which with PostgreSQL's pool means a checkout and a return per frame (a sixth
+    of a send's Python time in the worker, bench/RESULTS.md). The database threads are
+    few and live as long as the process, so each keeps one connection instead.
     """
 
-    def thread_handler(self, loop: Any, *args: Any, **kwargs: Any) -> Any:
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> Any:
         try:
-            return super().thread_handler(loop, *args, **kwargs)
+            return func(*args, **kwargs)
         finally:
             for conn in connections.all(initialized_only=True):
                 if conn.connection is not None and (
@@ -76,12 +78,17 @@ class KeepConnection(SyncToAsync):
                 ):
                     conn.close_if_unusable_or_obsolete()
 
+    return run
+
 
 def in_thread(func: Any) -> Any:
-    """Run ``func`` on one of the :func:`database_threads`.
+    """Run ``func`` on one of the :func:`database_threads`, keeping its connection.
 
     Not Channels' default single "thread-sensitive" thread: one slow query would then
     stall every socket of the process, and PostgreSQL serves several at once (SQLite's
-    writers queue on its lock with a busy timeout).
+    writers queue on its lock with a busy timeout). asgiref's public ``SyncToAsync``
+    with an executor of our own; the function itself does the connection handling.
     """
-    return KeepConnection(func, thread_sensitive=False, executor=database_threads())
+    return SyncToAsync(
+        _keeping_connection(func), thread_sensitive=False, executor=database_threads()
+    )

@@ -1,5 +1,5 @@
 """The consumers' worker threads keep their database connection between frames
-(``direct_messages.db.KeepConnection``), and give up one that failed."""
+(``direct_messages.db.in_thread``), and give up one that failed."""
 
 import asyncio
 
@@ -37,7 +37,7 @@ def _leave_a_transaction_open() -> None:
 def _one_database_thread(settings):
     """One database thread, so that consecutive calls run on the same thread."""
     database_threads_close()
-    settings.DATABASE_THREADS = 1
+    settings.DIRECT_MESSAGES = {**settings.DIRECT_MESSAGES, "DATABASE_THREADS": 1}
     yield
     database_threads_close()
 
