@@ -2,7 +2,7 @@
 // Paths are built with apiPath() from config.js (the API root depends on where the
 // app is mounted).
 
-import { apiPath, loginUrl } from "./config.js";
+import { apiPath, config, loginUrl } from "./config.js";
 
 const SAFE = new Set(["GET", "HEAD", "OPTIONS"]);
 
@@ -30,8 +30,15 @@ export function csrfToken() {
   return fallbackToken;
 }
 
+// Set while the page is logging out: the server then closes its sockets (4401), and the
+// log-out form's own redirect (the host's LOGOUT_REDIRECT_URL) must win over ours.
+let leaving = false;
+document.addEventListener("submit", (event) => {
+  if (event.target.action?.endsWith(config.logout_url)) leaving = true;
+});
+
 export function loginRedirect() {
-  location.assign(loginUrl());
+  if (!leaving) location.assign(loginUrl());
 }
 
 async function errorFrom(response) {

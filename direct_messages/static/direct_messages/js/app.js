@@ -237,6 +237,11 @@ results?.addEventListener("keydown", (event) => {
 async function runSearch() {
   const seq = ++searchSeq;
   const q = search.value.trim().replace(/^@/u, "");
+  if (!q) {
+    // The server finds people by the start of their handle; it lists no one for nothing.
+    results.replaceChildren(h("li", { class: "person-empty" }, "Type a name to search."));
+    return;
+  }
   try {
     const page = await api("GET", apiPath(`users/?q=${encodeURIComponent(q)}`));
     if (seq !== searchSeq) return;
