@@ -44,6 +44,8 @@ SEARCH_LIMIT = 20
 def token(request: HttpRequest, payload: TokenIn) -> dict[str, Any]:
     """A Bearer token for ``account`` (the public handle, or whatever the host's login
     takes as the username) and ``password``."""
+    if "\x00" in payload.account:  # no username holds one, and PostgreSQL refuses it
+        raise Unauthenticated("wrong account or password")
     known = get_adapter().get_user_by_handle(payload.account)
     username = known.get_username() if known is not None else payload.account
     user = password_authenticate(request, username=username, password=payload.password)
