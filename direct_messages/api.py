@@ -10,11 +10,21 @@ from pydantic import Field
 from direct_messages import attachments, selectors, services
 from direct_messages.api_attachments import SEND_OPENAPI, limit_uploads, send_body_read
 from direct_messages.http import errors
-from direct_messages.schemas import Limit, ReadIn, Seq
+from direct_messages.schemas import (
+    InboxPage,
+    Limit,
+    MessageOut,
+    MessagesPage,
+    PresenceOut,
+    ReadIn,
+    SearchPage,
+    Seq,
+)
 
 router = Router(tags=["direct messages"])
-# 403: yourself, or a session request without its CSRF token.
-MANAGE_RESPONSES: dict[int, Any] = {204: None, **errors(401, 403, 404)}
+# 403: yourself, or a session request without its CSRF token; 400 and 413: a session
+# request's body, which the CSRF check reads.
+MANAGE_RESPONSES: dict[int, Any] = {204: None, **errors(400, 401, 403, 404, 413)}
 
 
 class InboxQuery(Schema):
@@ -31,14 +41,15 @@ class HistoryQuery(Schema):
     cursor: str | None = Field(None, max_length=40)
 
 
-@router.get("/inbox", response={200: dict, **errors(400, 401)})
+# By alias: a Conversation's ``with`` is ``with_`` in Python.
+@router.get("/inbox", response={200: InboxPage, **errors(400, 401)}, by_alias=True)
 def inbox(request: HttpRequest, query: Query[InboxQuery]) -> dict[str, Any]:
     return selectors.inbox_list(
         user=request.user, folder=query.folder, cursor=query.cursor, limit=query.limit
     )
 
 
-@router.get("/dm/{account}/messages", response={200: dict, **errors(400, 401, 403, 404)})
+@router.get("/dm/{account}/messages", response={200: MessagesPage, **errors(400, 401, 403, 404)})
 def messages(request: HttpRequest, account: str, query: Query[HistoryQuery]) -> dict[str, Any]:
     other = services.peer_resolve(request.user, account, allow_blocked=True)
     if query.q is not None:
@@ -52,7 +63,7 @@ def messages(request: HttpRequest, account: str, query: Query[HistoryQuery]) -> 
 
 @router.post(
     "/dm/{account}/messages",
-    response={200: dict, 201: dict, **errors(400, 401, 403, 404, 413, 415, 429)},
+    response={200: MessageOut, 201: MessageOut, **errors(400, 401, 403, 404, 413, 415, 429)},
     openapi_extra=SEND_OPENAPI,
 )
 @decorate_view(limit_uploads())
@@ -130,7 +141,7 @@ def unblock(request: HttpRequest, account: str) -> Status:
     return Status(204, None)
 
 
-@router.get("/users/{account}/presence", response={200: dict, **errors(401, 403, 404)})
+@router.get("/users/{account}/presence", response={200: PresenceOut, **errors(401, 403, 404)})
 def presence(request: HttpRequest, account: str) -> dict[str, Any]:
     return services.presence_get(viewer=request.user, account=account)
 
@@ -141,7 +152,7 @@ class SearchQuery(Schema):
     cursor: str | None = Field(None, max_length=40)
 
 
-@router.get("/search", response={200: dict, **errors(400, 401)})
+@router.get("/search", response={200: SearchPage, **errors(400, 401)})
 def search(request: HttpRequest, query: Query[SearchQuery]) -> dict[str, Any]:
     return selectors.message_search(
         user=request.user, text=query.q, cursor=query.cursor, limit=query.limit

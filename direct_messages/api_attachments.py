@@ -52,7 +52,13 @@ from direct_messages.conf import dm_setting
 from direct_messages.errors import Invalid, NotFound, TooLarge
 from direct_messages.http import errors
 from direct_messages.models import DirectMessageAttachFiles
-from direct_messages.schemas import Id, MessageSendIn, attachment_out, describe_validation_error
+from direct_messages.schemas import (
+    AttachmentOut,
+    Id,
+    MessageSendIn,
+    attachment_out,
+    describe_validation_error,
+)
 
 router = Router(tags=["attachments"])
 
@@ -185,11 +191,26 @@ def _validate(model: type[MessageSendIn], data: dict[str, Any]) -> MessageSendIn
 
 # 200: the bytes; 302: a short-lived signed URL (object storage).
 DOWNLOAD_RESPONSES: dict[int, Any] = {200: None, 302: None, **errors(401, 404)}
+BINARY = {"schema": {"type": "string", "format": "binary"}}
+DOWNLOAD_OPENAPI = {
+    "responses": {
+        200: {
+            "description": "The file: an upload's detected type, else application/octet-stream",
+            "content": dict.fromkeys(
+                ("image/*", "video/*", "audio/*", "application/octet-stream"), BINARY
+            ),
+        },
+        302: {
+            "description": "A short-lived signed URL of the object storage",
+            "headers": {"Location": {"schema": {"type": "string", "format": "uri"}}},
+        },
+    }
+}
 
 
 @router.post(
     "",
-    response={201: dict, **errors(400, 401, 403, 413, 415, 429)},
+    response={201: AttachmentOut, **errors(400, 401, 403, 413, 415, 429)},
     openapi_extra=UPLOAD_OPENAPI,
 )
 @decorate_view(limit_uploads(max_files=1))
@@ -203,13 +224,19 @@ def attachment_upload(request: HttpRequest) -> Status:
     return Status(201, attachment_out(attachment))
 
 
-@router.get("/{dm_id:attachment_id}/file", response=DOWNLOAD_RESPONSES)
+@router.get(
+    "/{dm_id:attachment_id}/file", response=DOWNLOAD_RESPONSES, openapi_extra=DOWNLOAD_OPENAPI
+)
 def attachment_file(request: HttpRequest, attachment_id: Id) -> HttpResponseBase:
     attachment = attachment_for_viewer(request.user, attachment_id)
     return serve_stored(request, attachment.file.name, attachment.content_type, attachment.name)
 
 
-@router.get("/{dm_id:attachment_id}/thumbnail", response=DOWNLOAD_RESPONSES)
+@router.get(
+    "/{dm_id:attachment_id}/thumbnail",
+    response=DOWNLOAD_RESPONSES,
+    openapi_extra=DOWNLOAD_OPENAPI,
+)
 def attachment_thumbnail(request: HttpRequest, attachment_id: Id) -> HttpResponseBase:
     attachment = attachment_for_viewer(request.user, attachment_id)
     if not attachment.thumbnail.name:

@@ -103,7 +103,7 @@ def me(request: HttpRequest) -> dict[str, Any]:
     return user_out(request.user)
 
 
-class SearchQuery(Schema):
+class UserSearchQuery(Schema):
     q: str = Field(min_length=1, max_length=64)  # a prefix: no listing of every account
 
 
@@ -112,7 +112,7 @@ class SearchQuery(Schema):
     response={200: UserList, **errors(400, 401, 429)},
     throttle=RateThrottle("user_search", lambda: dm_setting("USER_SEARCH_RATE"), per="user"),
 )
-def search(request: HttpRequest, query: Query[SearchQuery]) -> dict[str, Any]:
+def search(request: HttpRequest, query: Query[UserSearchQuery]) -> dict[str, Any]:
     prefix = query.q.strip()
     if not prefix or "\x00" in prefix:  # matches no handle, and PostgreSQL refuses it in a query
         return {"results": []}

@@ -15,8 +15,11 @@ from ninja import Schema
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     PlainSerializer,
+    StringConstraints,
+    Tag,
     TypeAdapter,
     WithJsonSchema,
 )
@@ -39,19 +42,30 @@ Seq = Annotated[int, Field(ge=0, le=INT64_MAX)]
 # A page size: clamped to its range by the selectors, so any 64-bit value is accepted.
 Limit = Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX)]
 
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+TIME_PATTERN = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$"
+
 
 def isotime(value: dt.datetime | None) -> str | None:
     """RFC 3339 in UTC with six fractional digits and ``Z``."""
     if value is None:
         return None
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value.astimezone(dt.UTC).strftime(TIME_FORMAT)
+
+
+def time_text(value: dt.datetime | str) -> str:
+    """A :data:`Time` on the wire: a datetime through :func:`isotime`; a string is one
+    already rendered by it (the object builders render times, for the WebSockets)."""
+    return value if isinstance(value, str) else value.astimezone(dt.UTC).strftime(TIME_FORMAT)
 
 
 # A time field of a response schema, written as :func:`isotime` writes every time
-# (django-ninja's JSON encoder would cut it to milliseconds).
+# (django-ninja's JSON encoder would cut it to milliseconds). A string in that form,
+# as the builders render times, passes as it is; another is read as a datetime and
+# written again, so no other form reaches a client.
 Time = Annotated[
-    dt.datetime,
-    PlainSerializer(isotime, return_type=str),
+    dt.datetime | Annotated[str, StringConstraints(pattern=TIME_PATTERN)],
+    PlainSerializer(time_text, return_type=str),
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 
@@ -297,3 +311,102 @@ class TokenIn(Schema):
 class TokenOut(Schema):
     token: str
     expires_at: Time
+
+
+# --- Response bodies ---------------------------------------------------------------------
+# PROTOCOL.md's objects as django-ninja declares them: the OpenAPI document shows them,
+# and ninja validates the builders' dicts above against them on the way out. The
+# builders stay dicts, because the WebSocket frames carry the same objects.
+
+
+class Out(BaseModel):
+    """A response object: plain pydantic, so a builder's dict is validated in
+    pydantic-core. A ninja ``Schema`` reads every nested object through its Python
+    ``DjangoGetter``: 5.1 ms instead of 0.8 ms for a page of 200 messages."""
+
+
+class AttachmentOut(Out):
+    id: int
+    kind: Literal["image", "video", "audio"]
+    content_type: str
+    size: int
+    name: str
+    width: int | None
+    height: int | None
+    url: str  # the API's download path, never raw storage
+    thumbnail_url: str | None
+
+
+class ReplyOut(Out):
+    """The message replied to, its text cut to 100 characters."""
+
+    id: int
+    seq: int
+    sender: str
+    message: str
+    unsent: bool
+
+
+class ReactionOut(Out):
+    account: str
+    emoji: str
+
+
+class MessageOut(Out):
+    id: int
+    room: str
+    seq: int
+    sender: str
+    message: str
+    attachments: list[AttachmentOut]
+    client_id: str = Field(json_schema_extra={"format": "uuid"})
+    reply_to: ReplyOut | None
+    created_at: Time
+    edited_at: Time | None
+    unsent: bool
+    reactions: list[ReactionOut]
+
+
+class ConversationOut(Out):
+    room: str
+    # A keyword in Python: its routes serialize by alias (by_alias=True), or it is with_.
+    with_: UserOut = Field(alias="with")
+    last_message: MessageOut | None
+    unread_count: int
+    last_activity_at: Time
+    muted: bool
+    request: bool
+
+
+class InboxPage(Out):
+    results: list[ConversationOut]
+    next_cursor: str | None
+
+
+class HistoryPage(Out):
+    room: str
+    results: list[MessageOut]  # ascending seq
+    has_more: bool
+
+
+class SearchPage(Out):
+    results: list[MessageOut]  # newest first
+    next_cursor: str | None
+
+
+def _page_kind(page: Any) -> str:
+    has_room = "room" in page if isinstance(page, dict) else hasattr(page, "room")
+    return "history" if has_room else "search"
+
+
+# ``GET /api/dm/{account}/messages``: a search with ``q``, the history without. Told
+# apart by their keys, so a page is validated once, against its own schema.
+MessagesPage = Annotated[
+    Annotated[HistoryPage, Tag("history")] | Annotated[SearchPage, Tag("search")],
+    Discriminator(_page_kind),
+]
+
+
+class PresenceOut(Out):
+    online: bool
+    last_active_at: Time | None
