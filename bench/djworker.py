@@ -163,7 +163,7 @@ def make_users(accounts: list[str]) -> list[dict[str, Any]]:
     reset_sequences(User)
     users = []
     for i, account in enumerate(accounts):
-        user = User(pk=start + i, account=account)
+        user = User(pk=start + i, account=account, password=password)  # the token holds its digest
         users.append({"id": start + i, "account": account, "token": token_issue(user)[0]})
     return users
 
