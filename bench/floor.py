@@ -197,7 +197,9 @@ class Relay:
         if scheme.lower() != "bearer":
             return None
         try:
-            claims = jwt.decode(token, self.secret, algorithms=["HS256"], audience="direct_messages")
+            claims = jwt.decode(
+                token, self.secret, algorithms=["HS256"], audience="direct_messages"
+            )
             return int(claims["sub"])
         except (jwt.InvalidTokenError, KeyError, ValueError):
             return None
