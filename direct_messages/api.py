@@ -5,11 +5,13 @@ from typing import Any, Literal
 from django.http import HttpRequest
 from ninja import Query, Router, Schema, Status
 from ninja.decorators import decorate_view
+from ninja.errors import Throttled
 from pydantic import Field
 
 from direct_messages import attachments, selectors, services
 from direct_messages.api_attachments import SEND_OPENAPI, limit_uploads, send_body_read
-from direct_messages.http import errors
+from direct_messages.conf import dm_setting
+from direct_messages.http import RateThrottle, errors
 from direct_messages.schemas import (
     InboxPage,
     Limit,
@@ -49,10 +51,23 @@ def inbox(request: HttpRequest, query: Query[InboxQuery]) -> dict[str, Any]:
     )
 
 
-@router.get("/dm/{account}/messages", response={200: MessagesPage, **errors(400, 401, 403, 404)})
+# Full-text search reads far more than a page of history: limited per user (history and
+# the inbox are a fixed number of indexed queries a page, and are not).
+search_throttle = RateThrottle("message_search", lambda: dm_setting("SEARCH_RATE"), per="user")
+
+
+def search_allowed(request: HttpRequest) -> None:
+    if not search_throttle.allow_request(request):
+        raise Throttled(wait=search_throttle.wait())  # type: ignore[arg-type]
+
+
+@router.get(
+    "/dm/{account}/messages", response={200: MessagesPage, **errors(400, 401, 403, 404, 429)}
+)
 def messages(request: HttpRequest, account: str, query: Query[HistoryQuery]) -> dict[str, Any]:
     other = services.peer_resolve(request.user, account, allow_blocked=True)
     if query.q is not None:
+        search_allowed(request)
         return selectors.message_search(
             user=request.user, other=other, text=query.q, cursor=query.cursor, limit=query.limit
         )
@@ -152,8 +167,9 @@ class SearchQuery(Schema):
     cursor: str | None = Field(None, max_length=40)
 
 
-@router.get("/search", response={200: SearchPage, **errors(400, 401)})
+@router.get("/search", response={200: SearchPage, **errors(400, 401, 429)})
 def search(request: HttpRequest, query: Query[SearchQuery]) -> dict[str, Any]:
+    search_allowed(request)
     return selectors.message_search(
         user=request.user, text=query.q, cursor=query.cursor, limit=query.limit
     )

@@ -26,6 +26,7 @@ DEFAULTS: dict[str, Any] = {
     # in the host adds per-account lockouts on wrong passwords (docs/install.md).
     "TOKEN_RATE": "30/min",
     "USER_SEARCH_RATE": "60/min",
+    "SEARCH_RATE": "30/min",  # message searches (full text) per user
     # --- messages ---
     "MESSAGE_MAX_LENGTH": 1000,  # characters of message text
     "FRAME_MAX_BYTES": 64 * 1024,  # a larger WebSocket frame gets `too_large`

@@ -100,6 +100,7 @@ def server_env(database_url: str, redis_url: str | None = None, **extra: str) ->
         SIGNUP_RATE="1000000/hour",
         DM_TOKEN_RATE="1000000/min",
         DM_USER_SEARCH_RATE="1000000/min",
+        DM_SEARCH_RATE="1000000/min",
         LOGIN_FAILURE_LIMIT="1000000",
         DM_FRAME_RATE="1000000",
         DM_FRAME_BURST="1000000",

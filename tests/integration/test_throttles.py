@@ -30,6 +30,7 @@ def real_limits(settings):
         **settings.DIRECT_MESSAGES,
         "TOKEN_RATE": "30/min",
         "USER_SEARCH_RATE": "60/min",
+        "SEARCH_RATE": "30/min",
     }
 
 
@@ -123,3 +124,22 @@ def test_user_search_needs_a_prefix_and_is_limited(make_user):
         assert client.get("/api/users/?q=a").status_code == 200
     limited = client.get("/api/users/?q=a")
     assert limited.status_code == 429 and int(limited["Retry-After"]) >= 1
+
+
+def test_message_search_is_limited_per_user_and_history_is_not(make_user):
+    me, other = make_user(), make_user()
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {token_for(me)}")
+    sent = {"client_id": str(uuid.uuid4()), "message": "needle in a haystack"}
+    assert (
+        client.post(
+            f"/api/dm/{other.account}/messages", sent, content_type="application/json"
+        ).status_code
+        == 201
+    )
+    for i in range(30):  # both search endpoints draw on one budget
+        path = "/api/search?q=needle" if i % 2 else f"/api/dm/{other.account}/messages?q=needle"
+        assert client.get(path).status_code == 200
+    limited = client.get("/api/search?q=needle")
+    assert limited.status_code == 429 and limited.json()["error"]["code"] == "rate_limited"
+    assert client.get(f"/api/dm/{other.account}/messages?q=needle").status_code == 429
+    assert client.get(f"/api/dm/{other.account}/messages").status_code == 200  # history
