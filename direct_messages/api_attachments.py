@@ -42,7 +42,10 @@ from ninja import Router, Status
 from ninja.decorators import decorate_view
 from pydantic import ValidationError as PydanticValidationError
 
-from direct_messages import converters  # noqa: F401 (registers the "dm_id" path converter)
+from direct_messages import (
+    converters,  # noqa: F401 (registers the "dm_id" path converter)
+    selectors,
+)
 from direct_messages.attachments import (
     STORED_CONTENT_TYPES,
     LimitedUploadHandler,
@@ -51,7 +54,6 @@ from direct_messages.attachments import (
 from direct_messages.conf import dm_setting
 from direct_messages.errors import Invalid, NotFound, TooLarge
 from direct_messages.http import errors
-from direct_messages.models import DirectMessageAttachFiles
 from direct_messages.schemas import (
     AttachmentOut,
     Id,
@@ -228,7 +230,7 @@ def attachment_upload(request: HttpRequest) -> Status:
     "/{dm_id:attachment_id}/file", response=DOWNLOAD_RESPONSES, openapi_extra=DOWNLOAD_OPENAPI
 )
 def attachment_file(request: HttpRequest, attachment_id: Id) -> HttpResponseBase:
-    attachment = attachment_for_viewer(request.user, attachment_id)
+    attachment = selectors.attachment_for_viewer(user=request.user, attachment_id=attachment_id)
     return serve_stored(request, attachment.file.name, attachment.content_type, attachment.name)
 
 
@@ -238,7 +240,7 @@ def attachment_file(request: HttpRequest, attachment_id: Id) -> HttpResponseBase
     openapi_extra=DOWNLOAD_OPENAPI,
 )
 def attachment_thumbnail(request: HttpRequest, attachment_id: Id) -> HttpResponseBase:
-    attachment = attachment_for_viewer(request.user, attachment_id)
+    attachment = selectors.attachment_for_viewer(user=request.user, attachment_id=attachment_id)
     if not attachment.thumbnail.name:
         raise NotFound("this attachment has no thumbnail")
     stem = attachment.name.rsplit(".", 1)[0] or "attachment"
@@ -246,26 +248,6 @@ def attachment_thumbnail(request: HttpRequest, attachment_id: Id) -> HttpRespons
 
 
 # --- Access and serving ----------------------------------------------------------------
-
-
-def attachment_for_viewer(user: Any, attachment_id: int) -> DirectMessageAttachFiles:
-    """The attachment if ``user`` may see it: its uploader, or either participant of the
-    conversation its message is in. Anything else is ``not_found``, so ids leak nothing."""
-    attachment = (
-        DirectMessageAttachFiles.objects.select_related("message__room")
-        .filter(pk=attachment_id)
-        .first()
-    )
-    if attachment is None:
-        raise NotFound("no such attachment")
-    message = attachment.message
-    if message is not None and message.unsent_at is not None:
-        raise NotFound("no such attachment")  # unsent: its files are gone for both
-    if attachment.uploader_id == user.pk:
-        return attachment
-    if message is not None and user.pk in (message.room.user_lo_id, message.room.user_hi_id):
-        return attachment
-    raise NotFound("no such attachment")
 
 
 def storage_is_local(name: str) -> bool:

@@ -13,8 +13,14 @@ from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet
 from django.db.models.expressions import RawSQL
 
 from direct_messages.adapters import handle_of
-from direct_messages.errors import Invalid
-from direct_messages.models import DirectMessage, Reaction, Room, RoomMember
+from direct_messages.errors import Invalid, NotFound
+from direct_messages.models import (
+    DirectMessage,
+    DirectMessageAttachFiles,
+    Reaction,
+    Room,
+    RoomMember,
+)
 from direct_messages.rooms import pair_room_key
 from direct_messages.schemas import INT64_MAX, conversation_out, message_out
 
@@ -250,3 +256,23 @@ def message_search(
         "results": [message_out(by_pk[pk], by_pk[pk].room.key) for pk, _ in hits],
         "next_cursor": str(hits[-1][1]) if has_more else None,
     }
+
+
+def attachment_for_viewer(*, user: Any, attachment_id: int) -> DirectMessageAttachFiles:
+    """The attachment if ``user`` may see it: its uploader, or either participant of the
+    conversation its message is in. Anything else is ``not_found``, so ids leak nothing."""
+    attachment = (
+        DirectMessageAttachFiles.objects.select_related("message__room")
+        .filter(pk=attachment_id)
+        .first()
+    )
+    if attachment is None:
+        raise NotFound("no such attachment")
+    message = attachment.message
+    if message is not None and message.unsent_at is not None:
+        raise NotFound("no such attachment")  # unsent: its files are gone for both
+    if attachment.uploader_id == user.pk:
+        return attachment
+    if message is not None and user.pk in (message.room.user_lo_id, message.room.user_hi_id):
+        return attachment
+    raise NotFound("no such attachment")
