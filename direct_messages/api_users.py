@@ -7,25 +7,15 @@ works.
 
 from typing import Any
 
-from django.contrib.auth import authenticate as password_authenticate
-from django.contrib.auth import logout as session_logout
-from django.contrib.auth import update_session_auth_hash
-from django.contrib.auth.password_validation import validate_password
-from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 from ninja import Query, Router, Schema, Status
 from pydantic import Field
 
 from direct_messages.adapters import get_adapter, user_out
-from direct_messages.auth import (
-    bearer_token,
-    token_claims,
-    token_issue,
-    token_revoke,
-    tokens_revoke_all,
-)
+from direct_messages.auth import logout as logout_flow
+from direct_messages.auth import password_change as password_change_flow
+from direct_messages.auth import password_login, token_issue
 from direct_messages.conf import dm_setting
-from direct_messages.errors import Forbidden, Invalid, Unauthenticated
 from direct_messages.http import RateThrottle, errors
 from direct_messages.schemas import TokenIn, TokenOut, UserList, UserOut
 
@@ -44,14 +34,7 @@ SEARCH_LIMIT = 20
 def token(request: HttpRequest, payload: TokenIn) -> dict[str, Any]:
     """A Bearer token for ``account`` (the public handle, or whatever the host's login
     takes as the username) and ``password``."""
-    if "\x00" in payload.account:  # no username holds one, and PostgreSQL refuses it
-        raise Unauthenticated("wrong account or password")
-    known = get_adapter().get_user_by_handle(payload.account)
-    username = known.get_username() if known is not None else payload.account
-    user = password_authenticate(request, username=username, password=payload.password)
-    if user is None or not get_adapter().is_active(user):
-        raise Unauthenticated("wrong account or password")
-    token, expires_at = token_issue(user)
+    token, expires_at = token_issue(password_login(request, payload.account, payload.password))
     return {"token": token, "expires_at": expires_at}
 
 
@@ -63,13 +46,7 @@ class LogoutIn(Schema):
 def logout(request: HttpRequest, payload: LogoutIn) -> Status:
     """Revoke the presented token (or end the session), or with ``{"all": true}`` every
     token of the user and this session: open sockets of what was revoked close (4401)."""
-    token = bearer_token(request.headers.get("Authorization"))
-    if token is not None and not payload.all:
-        token_revoke(request.user, token_claims(token))
-    if payload.all:
-        tokens_revoke_all(request.user)
-    if token is None:
-        session_logout(request)
+    logout_flow(request, everywhere=payload.all)
     return Status(204, None)
 
 
@@ -83,17 +60,7 @@ def password_change(request: HttpRequest, payload: PasswordIn) -> dict[str, Any]
     """Change the password (Django's validators apply): every other token and session
     of the user is revoked, and their sockets close; the caller gets a new token (and
     keeps its session)."""
-    user: Any = request.user
-    if not user.check_password(payload.old_password):
-        raise Forbidden("old_password: wrong password")
-    try:
-        validate_password(payload.new_password, user=user)
-    except ValidationError as exc:
-        raise Invalid("new_password: " + " ".join(exc.messages)) from exc
-    user.set_password(payload.new_password)
-    user.save()
-    if bearer_token(request.headers.get("Authorization")) is None:
-        update_session_auth_hash(request, user)
+    user = password_change_flow(request, payload.old_password, payload.new_password)
     token, expires_at = token_issue(user)
     return {"token": token, "expires_at": expires_at}
 

@@ -28,11 +28,14 @@ from urllib.parse import urlsplit
 
 import jwt
 from django.conf import settings
-from django.contrib.auth import get_user, get_user_model, user_logged_out
+from django.contrib.auth import authenticate as password_authenticate
+from django.contrib.auth import get_user, get_user_model, update_session_auth_hash, user_logged_out
+from django.contrib.auth import logout as session_logout
 from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.password_validation import validate_password
 from django.contrib.auth.views import redirect_to_login
 from django.contrib.sessions.backends.base import SessionBase
-from django.core.exceptions import DisallowedHost
+from django.core.exceptions import DisallowedHost, ValidationError
 from django.core.signals import setting_changed
 from django.db import transaction
 from django.db.models import F, OuterRef, Subquery
@@ -46,7 +49,7 @@ from django.utils.module_loading import import_string
 from direct_messages.adapters import get_adapter
 from direct_messages.conf import dm_setting
 from direct_messages.db import in_thread
-from direct_messages.errors import Unauthenticated, envelope
+from direct_messages.errors import Forbidden, Invalid, Unauthenticated, envelope
 from direct_messages.models import UserTokens
 from direct_messages.realtime import broadcast_on_commit
 from direct_messages.rooms import auth_group
@@ -159,6 +162,53 @@ def tokens_revoke_all(user: Any) -> None:
         UserTokens.objects.get_or_create(user_id=user.pk)
         UserTokens.objects.filter(user_id=user.pk).update(version=F("version") + 1, revoked=[])
         credentials_changed(user.pk)
+
+
+# --- Flows: logging in, out, and changing the password --------------------------------
+
+
+def password_login(request: HttpRequest, account: str, password: str) -> Any:
+    """The active user of ``account`` (the public handle, or whatever the host's login
+    takes as the username) and ``password``, checked by Django's ``authenticate()`` (so
+    any backend of the host, and django-axes, see the attempt)."""
+    if "\x00" in account:  # no username holds one, and PostgreSQL refuses it
+        raise Unauthenticated("wrong account or password")
+    known = get_adapter().get_user_by_handle(account)
+    username = known.get_username() if known is not None else account
+    user = password_authenticate(request, username=username, password=password)
+    if user is None or not get_adapter().is_active(user):
+        raise Unauthenticated("wrong account or password")
+    return user
+
+
+def logout(request: HttpRequest, *, everywhere: bool = False) -> None:
+    """Revoke the token the request presented (a session: end it); ``everywhere``: every
+    token of the user too. The sockets of what was revoked close (4401)."""
+    token = bearer_token(request.headers.get("Authorization"))
+    if everywhere:
+        tokens_revoke_all(request.user)
+    elif token is not None:
+        token_revoke(request.user, token_claims(token))
+    if token is None:
+        session_logout(request)
+
+
+def password_change(request: HttpRequest, old_password: str, new_password: str) -> Any:
+    """Change the request's user's password (Django's validators apply). Every token and
+    session of the user signed before stops working (the tokens carry a digest of the
+    password hash, the sessions too); the request's own session is kept."""
+    user: Any = request.user
+    if not user.check_password(old_password):
+        raise Forbidden("old_password: wrong password")
+    try:
+        validate_password(new_password, user=user)
+    except ValidationError as exc:
+        raise Invalid("new_password: " + " ".join(exc.messages)) from exc
+    user.set_password(new_password)
+    user.save()  # its post_save tells the user's sockets to check their credentials
+    if bearer_token(request.headers.get("Authorization")) is None:
+        update_session_auth_hash(request, user)
+    return user
 
 
 # --- Revocation reaches open sockets --------------------------------------------------
