@@ -8,7 +8,7 @@ from ninja.decorators import decorate_view
 from ninja.errors import Throttled
 from pydantic import Field
 
-from direct_messages import attachments, selectors, services
+from direct_messages import selectors, services
 from direct_messages.api_attachments import SEND_OPENAPI, limit_uploads, send_body_read
 from direct_messages.conf import dm_setting
 from direct_messages.http import RateThrottle, errors
@@ -90,24 +90,15 @@ def message_send(request: HttpRequest, account: str) -> Status:
     and a multipart body must be parsed by the size-limited upload handler.
     """
     payload, files = send_body_read(request)
-    if files is None:
-        result = services.message_send(
-            sender=request.user,
-            account=account,
-            client_id=payload.client_id,
-            text=payload.message,
-            attachment_ids=payload.attachment_ids,
-            reply_to=payload.reply_to,
-        )
-    else:
-        result = attachments.message_send_with_files(
-            sender=request.user,
-            account=account,
-            client_id=payload.client_id,
-            text=payload.message,
-            files=files,
-            reply_to=payload.reply_to,
-        )
+    result = services.message_send(
+        sender=request.user,
+        account=account,
+        client_id=payload.client_id,
+        text=payload.message,
+        attachment_ids=payload.attachment_ids,
+        files=files or (),
+        reply_to=payload.reply_to,
+    )
     return Status(201 if result.created else 200, result.payload)
 
 

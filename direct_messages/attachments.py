@@ -64,7 +64,7 @@ import time
 import unicodedata
 import uuid
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, NoReturn
 
@@ -84,7 +84,6 @@ from mutagen.oggopus import OggOpus
 from mutagen.oggvorbis import OggVorbis
 from PIL import ExifTags, Image, ImageSequence, UnidentifiedImageError
 
-from direct_messages import services
 from direct_messages.conf import dm_setting
 from direct_messages.errors import (
     ApiError,
@@ -94,7 +93,6 @@ from direct_messages.errors import (
     UnsupportedMediaType,
 )
 from direct_messages.models import AttachmentKind, DirectMessageAttachFiles
-from direct_messages.schemas import check_message_text
 
 logger = logging.getLogger(__name__)
 
@@ -1102,70 +1100,6 @@ def attachment_files_delete(attachments: Iterable[DirectMessageAttachFiles]) -> 
     return storage_names_delete(
         name for row in attachments for name in (row.file.name, row.thumbnail.name) if name
     )
-
-
-def message_send_with_files(
-    *,
-    sender: Any,
-    account: str,
-    client_id: Any,
-    text: str,
-    files: Sequence[UploadedFile],
-    reply_to: int | None = None,
-) -> services.SendResult:
-    """Upload ``files`` and send them as one message: all of it, or nothing.
-
-    The files are checked, cleaned and written first, outside any transaction (Pillow
-    and an S3 upload can take seconds, and a transaction open that long would hold
-    SQLite's write lock); then their rows and the message are inserted in one
-    transaction through :func:`services.message_send`. Any failure deletes the files
-    written. A retry of a stored ``client_id`` gets the original message; the copies it
-    uploaded again are dropped.
-
-    The files count against the sender's upload rate (not the unclaimed quota: they are
-    claimed at once), before any work and again, exactly, once their rows are in.
-    """
-    limit = dm_setting("ATTACHMENTS_PER_MESSAGE")
-    if len(files) > limit:
-        raise Invalid(f"files: at most {limit} per message")
-    check_message_text(text)
-    if not text.strip() and not files:
-        raise Invalid("message: an empty message needs attachments")
-    services.peer_resolve(sender, account)  # refuse before doing any work
-    if files:
-        upload_allowance_check(sender, files=len(files))
-    stored: list[StoredUpload] = []
-    try:
-        for uploaded_file in files:
-            stored.append(upload_store(uploaded_file))
-        with transaction.atomic():
-            if stored:
-                # Before the room's lock: a plain send never takes this one, so no
-                # two transactions can wait on each other.
-                uploader_lock(sender.pk)
-            rows = [upload.row_create(sender) for upload in stored]
-            if rows:
-                upload_allowance_check(sender, files=0)
-            result = services.message_send(
-                sender=sender,
-                account=account,
-                client_id=client_id,
-                text=text,
-                attachment_ids=[row.pk for row in rows],
-                reply_to=reply_to,
-            )
-            if not result.created:
-                transaction.set_rollback(True)
-    except BaseException:
-        for upload in stored:
-            upload.discard()
-        raise
-    if not result.created:
-        for upload in stored:
-            upload.discard()
-    if stored:
-        purge_schedule.poke()
-    return result
 
 
 def attachments_purge(*, older_than_seconds: int, batch_size: int = 500) -> int:

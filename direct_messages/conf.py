@@ -33,6 +33,8 @@ DEFAULTS: dict[str, Any] = {
     "EDIT_WINDOW_SECONDS": 15 * 60,
     "SEND_RATE_LIMIT": 30,  # accepted sends ...
     "SEND_RATE_WINDOW_SECONDS": 10,  # ... per sliding window, per user
+    # On PostgreSQL, store a send in one SQL statement (send_pg) rather than the ORM's.
+    "SEND_STATEMENT": True,
     # --- attachments ---
     "ATTACHMENTS_PER_MESSAGE": 10,
     "FILE_MAX_BYTES": 25 * 1024 * 1024,

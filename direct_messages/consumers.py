@@ -38,7 +38,6 @@ from direct_messages.errors import (
     Unauthenticated,
 )
 from direct_messages.ratelimit import FrameBudget
-from direct_messages.realtime import collecting_events, publish
 from direct_messages.rooms import auth_group, inbox_group, pair_room_key, presence_group
 from direct_messages.schemas import frame_ref, parse_frame, seq_parse, user_out
 
@@ -175,7 +174,7 @@ class FrameConsumer(AsyncWebsocketConsumer):
         """Tell partners the user came online (first socket), and keep this one counted."""
         self._heartbeat_task = asyncio.create_task(self._heartbeat())
         if self.first_socket:
-            await self.call(services.presence_changed, user=self.user, online=True)
+            await services.run(services.presence_changed, user=self.user, online=True)
 
     async def stop_presence(self) -> None:
         conn = getattr(self, "presence_id", None)
@@ -183,7 +182,7 @@ class FrameConsumer(AsyncWebsocketConsumer):
             return
         last = await presence.store().disconnect(self.user.pk, conn)
         if last and self._heartbeat_task is not None:  # announced online, so announce offline
-            await self.call(services.presence_changed, user=self.user, online=False)
+            await services.run(services.presence_changed, user=self.user, online=False)
 
     async def layer_recovered(self, event: dict[str, Any]) -> None:
         """Called when the channel layer works again after a failure: a revocation may
@@ -263,12 +262,6 @@ class FrameConsumer(AsyncWebsocketConsumer):
             # Only the parsed type: the raw content may nest too deep even to repr.
             logger.exception("frame failed: %s", getattr(frame, "type", "(not parsed)"))
             await self.send_error(Internal("internal error; the frame was not applied"), ref)
-
-    async def call(self, service: Any, **kwargs: Any) -> Any:
-        """Run a service in a worker thread, then publish what it committed."""
-        result, events = await in_thread(collecting_events)(service, **kwargs)
-        await publish(events)
-        return result
 
     async def dispatch_frame(self, frame: Any) -> None:
         handler = getattr(self, "frame_" + frame.type.replace(".", "_"), None)
@@ -424,7 +417,7 @@ class DirectMessageConsumer(FrameConsumer):
 
         The broadcast goes first because the recipient waits on it; this socket's own
         copy cannot overtake the ack, since its events are handled after this frame."""
-        result = await self.call(
+        result = await services.run(
             services.message_send,
             sender=self.user,
             recipient=self.other,
@@ -436,12 +429,12 @@ class DirectMessageConsumer(FrameConsumer):
         await self.send_json(result.ack())
 
     async def frame_read(self, frame: Any) -> None:
-        await self.call(
+        await services.run(
             services.room_mark_read, user=self.user, account=handle_of(self.other), seq=frame.seq
         )
 
     async def frame_message_edit(self, frame: Any) -> None:
-        await self.call(
+        await services.run(
             services.message_edit,
             user=self.user,
             room_key=self.room_key,
@@ -450,12 +443,12 @@ class DirectMessageConsumer(FrameConsumer):
         )
 
     async def frame_message_unsend(self, frame: Any) -> None:
-        await self.call(
+        await services.run(
             services.message_unsend, user=self.user, room_key=self.room_key, message_id=frame.id
         )
 
     async def frame_reaction_set(self, frame: Any) -> None:
-        await self.call(
+        await services.run(
             services.reaction_set,
             user=self.user,
             room_key=self.room_key,
@@ -464,7 +457,7 @@ class DirectMessageConsumer(FrameConsumer):
         )
 
     async def frame_reaction_clear(self, frame: Any) -> None:
-        await self.call(
+        await services.run(
             services.reaction_clear, user=self.user, room_key=self.room_key, message_id=frame.id
         )
 
@@ -474,11 +467,9 @@ class DirectMessageConsumer(FrameConsumer):
         await self.broadcast_typing(frame.active)
 
     async def broadcast_typing(self, active: bool) -> None:
-        event = await in_thread(services.typing_event)(
-            room_key=self.room_key, user=self.user, active=active
+        await services.run(
+            services.typing_set, room_key=self.room_key, user=self.user, active=active
         )
-        if event is not None:
-            await publish([event])
 
     async def frame_sync(self, frame: Any) -> None:
         await self.replay(frame.after)

@@ -204,10 +204,10 @@ class Block(models.Model):
 class SendWindow(models.Model):
     """The send rate limit's sliding window for one user: the times (Unix seconds,
     oldest first) of their latest accepted sends, at least the limit's worth of those
-    still inside the window. The send statement locks this row, refuses a send when the
-    limit-th newest time is still inside the window, and appends to it (dropping the
-    oldest time when it is no longer needed) only when the message is stored, all in
-    the message's own transaction (``send_sql``)."""
+    still inside the window. A send locks this row, refuses when the limit-th newest
+    time is still inside the window, and appends to it only when the message is stored,
+    in the message's own transaction (``ratelimit.send_window_take``). The first send
+    of a user without one makes it."""
 
     user = models.OneToOneField(User, primary_key=True, on_delete=models.CASCADE, related_name="+")
     recent = models.JSONField(default=list)

@@ -1,20 +1,25 @@
-"""The typing throttle: in Redis when configured, so it holds across processes; in
-process memory otherwise (the embedded, single-process default). And each socket's frame
-budget, which lives with the socket.
+"""The limits that are not HTTP throttles.
 
-The send rate limit is not here: it lives in the database, in the send's own statement
-(:mod:`direct_messages.send_sql`), exact across processes whether or not Redis is up.
+* The send rate window: in the database (:class:`SendWindow`), moved in the send's own
+  transaction, so it is exact across processes whether or not Redis is up.
+* The typing throttle: in Redis when configured, so it holds across processes; in
+  process memory otherwise (the embedded, single-process default).
+* Each socket's frame budget, which lives with the socket.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import math
 import threading
 import time
 from functools import cache
 from typing import Any
 
 from direct_messages.conf import dm_setting
+from direct_messages.errors import RateLimited
+from direct_messages.models import SendWindow
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +29,43 @@ def _redis() -> Any:
     import redis
 
     return redis.Redis.from_url(dm_setting("REDIS_URL"), socket_timeout=0.5)
+
+
+# --- sends ----------------------------------------------------------------------------
+
+
+def send_window_take(user_id: int, now: dt.datetime) -> None:
+    """Take a place for a send at ``now`` in ``user_id``'s window, or raise RateLimited.
+
+    Call it inside the send's transaction, after the room's lock: the window row is
+    locked until the message commits, so only stored messages count and a refused or
+    rolled-back send takes nothing. A user made without one (``bulk_create`` sends no
+    signal) gets their row here.
+    """
+    window, _ = SendWindow.objects.select_for_update().get_or_create(user_id=user_id)
+    epoch = now.timestamp()
+    refusal = send_window_refusal(window.recent, epoch)
+    if refusal is not None:
+        raise refusal
+    recent = list(window.recent)
+    since = epoch - dm_setting("SEND_RATE_WINDOW_SECONDS")
+    if recent and (len(recent) >= dm_setting("SEND_RATE_LIMIT") or recent[0] <= since):
+        del recent[0]  # one at most: enough to keep the window from growing
+    window.recent = [*recent, epoch]
+    window.save(update_fields=["recent"])
+
+
+def send_window_refusal(recent: list[float], epoch: float) -> RateLimited | None:
+    """None if a window holding the send times ``recent`` (oldest first) has a place
+    at ``epoch``; else the refusal, which waits for the limit-th newest to leave it.
+
+    The window may hold sends older than that (a send drops at most one); they do not
+    change the answer."""
+    limit, window = dm_setting("SEND_RATE_LIMIT"), dm_setting("SEND_RATE_WINDOW_SECONDS")
+    if len(recent) < limit or recent[-limit] <= epoch - window:
+        return None
+    wait = math.ceil(recent[-limit] + window - epoch)
+    return RateLimited(f"at most {limit} messages per {window} seconds", retry_after=max(1, wait))
 
 
 # --- typing ----------------------------------------------------------------------------

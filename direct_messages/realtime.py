@@ -18,6 +18,8 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+from direct_messages.db import in_thread
+
 logger = logging.getLogger(__name__)
 
 Event = tuple[str, dict[str, Any]]  # (group, event)
@@ -83,14 +85,20 @@ def broadcast_on_commit(events: list[Event]) -> None:
 
 
 def collecting_events(func: Callable[..., T], /, **kwargs: Any) -> tuple[T, list[Event]]:
-    """Run ``func(**kwargs)`` and return its result with the events it committed.
-
-    For async callers (consumers) that run a service in a worker thread: they publish
-    the events themselves afterwards, saving a second thread hop per call.
-    """
+    """Run ``func(**kwargs)`` and return its result with the events it committed,
+    unpublished."""
     events: list[Event] = []
     token = _collected.set(events)
     try:
         return func(**kwargs), events
     finally:
         _collected.reset(token)
+
+
+async def run_service(func: Callable[..., T], /, **kwargs: Any) -> T:
+    """Run the service ``func(**kwargs)`` in a database thread, then publish the events
+    it committed, from the caller's event loop (a consumer's): one thread hop, where
+    publishing from the thread would take a second one back to the loop."""
+    result, events = await in_thread(collecting_events)(func, **kwargs)
+    await publish(events)
+    return result

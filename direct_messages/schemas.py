@@ -246,11 +246,17 @@ def reply_out(message: Any) -> dict[str, Any] | None:
     }
 
 
-def message_out(message: Any, room_key: str) -> dict[str, Any]:
+def message_out(
+    message: Any, room_key: str, *, attachments: Any = None, reactions: Any = None
+) -> dict[str, Any]:
     """PROTOCOL.md's ``Message``. Expects sender, reply_to, attachments and reactions
-    loaded (see ``selectors.MESSAGE_RELATED``)."""
+    loaded (see ``selectors.messages_with_related``), or the last two given (a message
+    just sent)."""
     unsent = message.unsent_at is not None
-    attachments = message.attachments.all()
+    if attachments is None:
+        attachments = message.attachments.all()
+    if reactions is None:
+        reactions = message.reactions.all()
     api = api_root() if attachments else None
     return {
         "id": message.pk,
@@ -266,7 +272,7 @@ def message_out(message: Any, room_key: str) -> dict[str, Any]:
         "unsent": unsent,
         "reactions": [
             {"account": handle_of(r.user), "emoji": r.emoji}
-            for r in sorted(message.reactions.all(), key=lambda r: (r.created_at, r.pk))
+            for r in sorted(reactions, key=lambda r: (r.created_at, r.pk))
         ],
     }
 

@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db.models import Exists, Q, QuerySet
 from django.utils import timezone
 
-from direct_messages import ratelimit, selectors, send_sql
+from direct_messages import attachments, ratelimit, selectors, send_pg
 from direct_messages.adapters import get_adapter, handle_of
 from direct_messages.conf import dm_setting
 from direct_messages.errors import Forbidden, Invalid, NotFound, RateLimited, Unauthenticated
@@ -31,12 +33,12 @@ from direct_messages.models import (
     Block,
     DirectMessage,
     DirectMessageAttachFiles,
+    Reaction,
     Room,
     RoomMember,
-    SendWindow,
     UserActivity,
 )
-from direct_messages.realtime import Event, broadcast_on_commit
+from direct_messages.realtime import Event, broadcast_on_commit, run_service
 from direct_messages.rooms import inbox_group, pair_room_key
 from direct_messages.schemas import check_message_text, conversation_out, isotime, message_out
 from direct_messages.signals import message_sent
@@ -54,12 +56,17 @@ def user_by_account(account: str) -> Any:
     return user
 
 
-def is_blocked(user_a_id: int, user_b_id: int) -> bool:
-    """True when either of the two has blocked the other."""
+def blocks_between(user_a_id: int, user_b_id: int) -> QuerySet[Block]:
+    """The blocks of either of the two by the other."""
     return Block.objects.filter(
         Q(blocker_id=user_a_id, blocked_id=user_b_id)
         | Q(blocker_id=user_b_id, blocked_id=user_a_id)
-    ).exists()
+    )
+
+
+def is_blocked(user_a_id: int, user_b_id: int) -> bool:
+    """True when either of the two has blocked the other."""
+    return blocks_between(user_a_id, user_b_id).exists()
 
 
 def peer_resolve(user: Any, account: str, *, allow_blocked: bool = False) -> Any:
@@ -107,10 +114,6 @@ def room_get_or_create(user: Any, other: Any) -> Room:
                     RoomMember(room=room, user=other, other=user, is_request=True, visible=False),
                 ]
             )
-            # Both send rate windows, so that a first send does not find one missing.
-            SendWindow.objects.bulk_create(
-                [SendWindow(user=user), SendWindow(user=other)], ignore_conflicts=True
-            )
             return room
     except IntegrityError:
         return Room.objects.get(key=key)
@@ -130,6 +133,91 @@ class SendResult:
         return {"type": "message.ack", **{name: self.payload[name] for name in fields}}
 
 
+def message_send(
+    *,
+    sender: Any,
+    account: str = "",
+    recipient: Any = None,
+    client_id: Any,
+    text: str = "",
+    attachment_ids: list[int] | None = None,
+    files: Sequence[UploadedFile] = (),
+    reply_to: int | None = None,
+) -> SendResult:
+    """Store one message and broadcast it after commit; idempotent on ``client_id``.
+
+    The recipient is ``recipient`` (a user the caller already resolved, as a consumer
+    has) or the user of ``account``. The message carries ``attachment_ids`` (the
+    sender's earlier uploads) or ``files``, uploaded here and sent with it: all of it,
+    or nothing. A retry of a stored ``(sender, client_id)`` returns the original
+    message, stores nothing and broadcasts nothing; the unique constraint finds
+    retries, so a first send pays no extra query for them.
+    """
+    sender_check_active(sender)
+    other = recipient if recipient is not None else user_by_account(account)
+    # Blocks are checked in the send's transaction, under the room's lock; files are
+    # refused before they are uploaded, too.
+    peer_check(sender, other, allow_blocked=not files)
+    ids = list(dict.fromkeys(attachment_ids or []))
+    check_message_text(text)
+    limit = dm_setting("ATTACHMENTS_PER_MESSAGE")
+    if len(ids) + len(files) > limit:
+        raise Invalid(f"{'files' if files else 'attachment_ids'}: at most {limit} per message")
+    if not text.strip() and not ids and not files:
+        raise Invalid("message: an empty message needs attachments")
+    message = DirectMessage(
+        sender=sender,
+        message=text,
+        client_id=client_id,
+        created_at=timezone.now(),
+        reply_to_id=reply_to,
+    )
+    try:
+        if files:
+            return _message_send_with_files(message, other, files)
+        return _message_send(message, other, ids)
+    except (RateLimited, IntegrityError):
+        # A retry (the rate limit never counts one), or a concurrent retry that won the
+        # unique (sender, client_id).
+        existing = _existing_send(sender, other, client_id)
+        if existing is None:
+            raise
+        return existing
+
+
+def _message_send_with_files(
+    message: DirectMessage, other: Any, files: Sequence[UploadedFile]
+) -> SendResult:
+    """The files are checked, cleaned and written first, outside any transaction
+    (Pillow and an S3 upload can take seconds, and a transaction open that long would
+    hold SQLite's write lock); then their rows and the message are inserted in one
+    transaction. Any failure deletes the files written; so does a retry of a stored
+    ``client_id``, which gets the original message.
+
+    The files count against the sender's upload rate (not the unclaimed quota: they
+    are claimed at once), before any work and again, exactly, once their rows are in.
+    """
+    sender = message.sender
+    attachments.upload_allowance_check(sender, files=len(files))
+    stored: list[attachments.StoredUpload] = []
+    try:
+        for uploaded_file in files:
+            stored.append(attachments.upload_store(uploaded_file))
+        with transaction.atomic():
+            # Before the room's lock: a plain send never takes this one, so no two
+            # transactions can wait on each other.
+            attachments.uploader_lock(sender.pk)
+            rows = [upload.row_create(sender) for upload in stored]
+            attachments.upload_allowance_check(sender, files=0)
+            result = _message_send(message, other, [row.pk for row in rows])
+    except BaseException:
+        for upload in stored:
+            upload.discard()
+        raise
+    attachments.purge_schedule.poke()
+    return result
+
+
 def _existing_send(sender: Any, other: Any, client_id: Any) -> SendResult | None:
     message = (
         selectors.messages_with_related(DirectMessage.objects.filter(sender=sender))
@@ -144,134 +232,43 @@ def _existing_send(sender: Any, other: Any, client_id: Any) -> SendResult | None
     return SendResult(message, False, message_out(message, message.room.key))
 
 
-def message_send(
-    *,
-    sender: Any,
-    account: str = "",
-    recipient: Any = None,
-    client_id: Any,
-    text: str = "",
-    attachment_ids: list[int] | None = None,
-    reply_to: int | None = None,
-) -> SendResult:
-    """Store one message and broadcast it after commit; idempotent on ``client_id``.
-
-    The recipient is ``recipient`` (a user the caller already resolved, as a consumer
-    has) or the user of ``account``. A retry of a stored ``(sender, client_id)``
-    returns the original message, stores nothing and broadcasts nothing; the unique
-    constraint finds retries, so a first send pays no extra query for them.
-    """
-    sender_check_active(sender)
-    # Blocks are checked inside the send transaction, in the statement that locks the room.
-    if recipient is not None:
-        other = peer_check(sender, recipient, allow_blocked=True)
-    else:
-        other = peer_resolve(sender, account, allow_blocked=True)
-    ids = list(dict.fromkeys(attachment_ids or []))
-    check_message_text(text)
-    if len(ids) > dm_setting("ATTACHMENTS_PER_MESSAGE"):
-        raise Invalid(
-            f"attachment_ids: at most {dm_setting('ATTACHMENTS_PER_MESSAGE')} per message"
-        )
-    if not text.strip() and not ids:
-        raise Invalid("message: an empty message needs attachments")
+def _message_send(message: DirectMessage, other: Any, attachment_ids: list[int]) -> SendResult:
+    """Store ``message`` in the pair's room, claim its attachments, broadcast on commit."""
+    sender = message.sender
     key = pair_room_key(sender.pk, other.pk)
-    args = (key, sender, other, client_id, text, ids, reply_to)
-    try:
-        for _ in range(2):  # a first send makes the room; a room from before 0005, the window
-            try:
-                return _message_insert(*args)
-            except Room.DoesNotExist:
-                peer_check(sender, other)  # no room for a blocked pair
-                room_get_or_create(sender, other)
-            except SendWindow.DoesNotExist:
-                SendWindow.objects.bulk_create(
-                    [SendWindow(user_id=sender.pk)], ignore_conflicts=True
-                )
-        return _message_insert(*args)
-    except (RateLimited, IntegrityError):
-        # A retry (the rate limit never counts one), or a concurrent retry that won the
-        # unique (sender, client_id).
-        existing = _existing_send(sender, other, client_id)
-        if existing is None:
-            raise
-        return existing
-
-
-def _message_insert(
-    key: str,
-    sender: Any,
-    other: Any,
-    client_id: Any,
-    text: str,
-    attachment_ids: list[int],
-    reply_to_id: int | None,
-) -> SendResult:
-    """Lock the room, take the next seq, insert, claim, update (:mod:`.send_sql`)."""
-    reply_to = None
-    if reply_to_id is not None:
-        reply_to = (
+    if message.reply_to_id is not None:
+        message.reply_to = (
             DirectMessage.objects.select_related("sender")
-            .filter(pk=reply_to_id, room__key=key)
+            .filter(pk=message.reply_to_id, room__key=key)
             .first()
         )
-        if reply_to is None:
+        if message.reply_to is None:
             raise Invalid("reply_to: not a message of this conversation")
-    now = timezone.now()
+    statement = connection.vendor == "postgresql" and dm_setting("SEND_STATEMENT")
     # On PostgreSQL a send without attachments is one statement: atomic by itself.
-    needs_atomic = attachment_ids or send_sql.needs_transaction() or connection.in_atomic_block
-    with transaction.atomic() if needs_atomic else contextlib.nullcontext():
-        with connection.cursor() as cursor:
-            rows, message_id = send_sql.message_store(
-                cursor,
-                key=key,
-                sender_id=sender.pk,
-                other_id=other.pk,
-                client_id=client_id,
-                text=text,
-                now=now,
-                reply_to_id=reply_to_id,
-            )
-        room = _room_loaded(rows[0][0], key, rows[0][1] + 1, message_id, now, sender, other)
-        columns = {  # every column, in the model's order
-            "id": message_id,
-            "room_id": room.pk,
-            "sender_id": sender.pk,
-            "seq": room.last_seq,
-            "message": text,
-            "client_id": client_id,
-            "created_at": now,
-            "reply_to_id": reply_to_id,
-            "edited_at": None,
-            "unsent_at": None,
-        }
-        message = DirectMessage.from_db(connection.alias, list(columns), list(columns.values()))
-        message.room, message.sender, message.reply_to = room, sender, reply_to
-        attachments = _attachments_claim(message, sender, attachment_ids)
-    members = {
-        user_id: RoomMember(
-            id=pk,
-            room=room,
-            user_id=user_id,
-            unread_count=unread,
-            muted=muted,
-            is_request=is_request,
-            last_activity_at=now,
-        )
-        for _, _, pk, user_id, unread, muted, is_request in rows
-    }
-    mine, theirs = members[sender.pk], members[other.pk]
-    had_unread = mine.unread_count > 0
-    mine.unread_count, mine.is_request, mine.other = 0, False, other
-    theirs.unread_count, theirs.other = theirs.unread_count + 1, sender
-    message._prefetched_objects_cache = {  # type: ignore[attr-defined]
-        "attachments": attachments,
-        "reactions": [],
-    }
-    payload = message_out(message, room.key)
+    atomic = attachment_ids or not statement or connection.in_atomic_block
+    with transaction.atomic() if atomic else contextlib.nullcontext():
+        store = send_pg.message_store if statement else _message_store
+        try:
+            room, members = store(key, message, other.pk)
+        except Room.DoesNotExist:  # the pair's first message: the room commits with it
+            with transaction.atomic():
+                peer_check(sender, other)  # no room for a blocked pair
+                room_get_or_create(sender, other)
+                room, members = store(key, message, other.pk)
+        _room_advance(room, message)
+        had_unread = _members_advance(members, message)
+        if not statement:  # which wrote them already
+            room.save(update_fields=["last_seq", "last_message", "last_activity_at"])
+            for member in members:
+                member.save(update_fields=MEMBER_SEND_FIELDS)
+        claimed = _attachments_claim(message, attachment_ids)
+    mine, theirs = sorted(members, key=lambda m: m.user_id != sender.pk)
+    mine.room, mine.other, theirs.room, theirs.other = room, other, room, sender
+    payload = message_out(message, room.key, attachments=claimed, reactions=[])
     events: list[Event] = [(room.key, {"type": "message.new", "message": payload})]
     if had_unread:
-        events.append((room.key, _seen_event(sender, message.seq, now)))
+        events.append((room.key, _seen_event(sender, message.seq, message.created_at)))
     events.append(_inbox_event(mine, message, payload))
     if not theirs.muted:
         events.append(_inbox_event(theirs, message, payload))
@@ -280,29 +277,63 @@ def _message_insert(
     return SendResult(message, True, payload)
 
 
-def _room_loaded(
-    room_id: int, key: str, seq: int, message_id: int, now: Any, sender: Any, other: Any
-) -> Room:
-    """The room as the send statement left it, as a loaded instance (``message_sent``
-    receivers get it with the message); its ``created_at`` is read if asked for."""
-    low, high = sorted((sender.pk, other.pk))
-    known = ["id", "key", "user_lo_id", "user_hi_id", "last_seq", "last_message_id"]
-    return Room.from_db(
-        connection.alias,
-        [*known, "last_activity_at"],
-        [room_id, key, low, high, seq, message_id, now],
+def _message_store(
+    key: str, message: DirectMessage, other_id: int
+) -> tuple[Room, list[RoomMember]]:
+    """Lock the room, refuse a blocked pair, take a place in the sender's rate window
+    and insert the message with the next ``seq``, in the caller's transaction; return
+    the room and its members as they were. Raises ``Room.DoesNotExist`` if the pair has
+    no room yet. (:mod:`.send_pg` does this, and the updates after it, in one
+    statement.)"""
+    members: list[Any] = list(
+        RoomMember.objects.select_related("room")
+        .select_for_update(of=("room",))
+        .filter(room__key=key)
+        .annotate(blocked=Exists(blocks_between(message.sender_id, other_id)))
     )
+    if not members:
+        raise Room.DoesNotExist(key)
+    if members[0].blocked:
+        raise Forbidden("this conversation is blocked")
+    room = members[0].room
+    ratelimit.send_window_take(message.sender_id, message.created_at)
+    message.room, message.seq = room, room.last_seq + 1
+    message.save(force_insert=True)
+    return room, members
+
+
+def _room_advance(room: Room, message: DirectMessage) -> None:
+    room.last_seq, room.last_message = message.seq, message
+    room.last_activity_at = message.created_at
+
+
+MEMBER_SEND_FIELDS = ["last_read_seq", "unread_count", "is_request", "last_activity_at", "visible"]
+
+
+def _members_advance(members: list[RoomMember], message: DirectMessage) -> bool:
+    """A message moves both members: the sender has read everything and answered a
+    request; the other has one more unread. Returns whether the sender had unread."""
+    had_unread = False
+    for member in members:
+        if member.user_id == message.sender_id:
+            had_unread = member.unread_count > 0
+            member.last_read_seq, member.unread_count = message.seq, 0
+            member.is_request = False
+        else:
+            member.unread_count += 1
+        member.last_activity_at, member.visible = message.created_at, True
+    return had_unread
 
 
 def _attachments_claim(
-    message: DirectMessage, sender: Any, attachment_ids: list[int]
+    message: DirectMessage, attachment_ids: list[int]
 ) -> list[DirectMessageAttachFiles]:
     """Claim the sender's unclaimed uploads for ``message``: all of them or none."""
     if not attachment_ids:
         return []
     rows = list(
         DirectMessageAttachFiles.objects.select_for_update()
-        .filter(pk__in=attachment_ids, uploader=sender, message__isnull=True)
+        .filter(pk__in=attachment_ids, uploader_id=message.sender_id, message__isnull=True)
         .order_by("pk")
     )
     if len(rows) != len(attachment_ids):
@@ -378,10 +409,16 @@ def _message_for_update(user: Any, room_key: str, message_id: int) -> DirectMess
     return DirectMessage.objects.select_related("room").get(pk=message_id)
 
 
-def _message_updated(message: DirectMessage) -> list[Event]:
+def _message_updated(message: DirectMessage, *, inboxes: bool = False) -> dict[str, Any]:
+    """Broadcast ``message`` as it is now (and both inboxes, if ``inboxes``) on commit;
+    return it as a Message object."""
     fresh = selectors.messages_with_related(DirectMessage.objects.filter(pk=message.pk)).get()
     payload = message_out(fresh, message.room.key)
-    return [(message.room.key, {"type": "message.updated", "message": payload})]
+    events = [(message.room.key, {"type": "message.updated", "message": payload})]
+    if inboxes:
+        events += _inbox_events_for_room(message.room)
+    broadcast_on_commit(events)
+    return payload
 
 
 def _inbox_events_for_room(room: Room) -> list[Event]:
@@ -411,11 +448,7 @@ def message_edit(*, user: Any, room_key: str, message_id: int, text: str) -> dic
         raise Forbidden(f"messages can be edited for {window // 60} minutes", ref=message_id)
     message.message, message.edited_at = text, timezone.now()
     message.save(update_fields=["message", "edited_at"])
-    events = _message_updated(message)
-    if message.room.last_message_id == message.pk:
-        events += _inbox_events_for_room(message.room)
-    broadcast_on_commit(events)
-    return events[0][1]["message"]
+    return _message_updated(message, inboxes=message.room.last_message_id == message.pk)
 
 
 @transaction.atomic
@@ -425,19 +458,17 @@ def message_unsend(*, user: Any, room_key: str, message_id: int) -> dict[str, An
     Text, reactions and attachment rows go at once; the files are deleted from storage
     after commit (a rolled-back unsend must not lose them).
     """
-    from direct_messages.attachments import attachment_files_delete
-
     message = _message_for_update(user, room_key, message_id)
     if message.sender_id != user.pk:
         raise Forbidden("you can only unsend your own messages", ref=message_id)
     room = Room.objects.get(pk=message.room_id)
     if message.unsent_at is None:
-        attachments = list(message.attachments.all())
+        files = list(message.attachments.all())
         message.attachments.all().delete()
         message.reactions.all().delete()
         message.message, message.unsent_at = "", timezone.now()
         message.save(update_fields=["message", "unsent_at"])
-        transaction.on_commit(lambda: attachment_files_delete(attachments))
+        transaction.on_commit(lambda: attachments.attachment_files_delete(files))
         # The other side's unread count no longer includes it...
         for member in RoomMember.objects.filter(room=room).exclude(user=user):
             if message.seq > member.last_read_seq and member.unread_count > 0:
@@ -454,9 +485,7 @@ def message_unsend(*, user: Any, room_key: str, message_id: int) -> dict[str, An
                 room.last_message = previous
                 room.save(update_fields=["last_message"])
     message.room = room
-    events = _message_updated(message) + _inbox_events_for_room(room)
-    broadcast_on_commit(events)
-    return events[0][1]["message"]
+    return _message_updated(message, inboxes=True)
 
 
 def _check_emoji(emoji_text: str, message_id: int) -> None:
@@ -469,8 +498,6 @@ def _check_emoji(emoji_text: str, message_id: int) -> None:
 @transaction.atomic
 def reaction_set(*, user: Any, room_key: str, message_id: int, emoji_text: str) -> dict[str, Any]:
     """Set ``user``'s one reaction on a message of their conversation."""
-    from direct_messages.models import Reaction
-
     _check_emoji(emoji_text, message_id)
     message = _message_for_update(user, room_key, message_id)
     if message.unsent_at is not None:
@@ -478,20 +505,14 @@ def reaction_set(*, user: Any, room_key: str, message_id: int, emoji_text: str) 
     Reaction.objects.update_or_create(
         message=message, user=user, defaults={"emoji": emoji_text, "created_at": timezone.now()}
     )
-    events = _message_updated(message)
-    broadcast_on_commit(events)
-    return events[0][1]["message"]
+    return _message_updated(message)
 
 
 @transaction.atomic
 def reaction_clear(*, user: Any, room_key: str, message_id: int) -> dict[str, Any]:
-    from direct_messages.models import Reaction
-
     message = _message_for_update(user, room_key, message_id)
     Reaction.objects.filter(message=message, user=user).delete()
-    events = _message_updated(message)
-    broadcast_on_commit(events)
-    return events[0][1]["message"]
+    return _message_updated(message)
 
 
 # --- Conversation settings: accept, mute, clear ---------------------------------------
@@ -589,7 +610,7 @@ def presence_changed(*, user: Any, online: bool) -> None:
     hidden = {uid for pair in blocks.values_list("blocker_id", "blocked_id") for uid in pair}
     hidden.discard(user.pk)
     partners = (
-        # Not the empty rooms refused first messages leave: no conversation there.
+        # Not the empty rooms refused first messages left before 0.3: no conversation there.
         RoomMember.objects.filter(user=user, room__last_seq__gt=0)
         .exclude(other_id__in=hidden)
         .order_by("-last_activity_at")
@@ -608,7 +629,7 @@ def presence_get(*, viewer: Any, account: str) -> dict[str, Any]:
 
     other = peer_resolve(viewer, account, allow_blocked=True)
     room = selectors.room_for(viewer, other)
-    if room is None or room.last_seq == 0:  # a refused first message leaves an empty room
+    if room is None or room.last_seq == 0:  # an empty room, left by a refused send before 0.3
         raise NotFound(f"no account {account[:40]!r}")
     if is_blocked(viewer.pk, other.pk):
         return {"online": False, "last_active_at": None}
@@ -622,8 +643,8 @@ def presence_get(*, viewer: Any, account: str) -> dict[str, Any]:
 # --- Typing ----------------------------------------------------------------------------
 
 
-def typing_event(*, room_key: str, user: Any, active: bool) -> Event | None:
-    """The ``typing`` event to relay to the room, or None while it is throttled.
+def typing_set(*, room_key: str, user: Any, active: bool) -> None:
+    """Tell the room that ``user`` is typing or stopped, unless throttled.
 
     The throttle is per user and room across all their sockets and, with Redis, across
     processes. Typing is never stored.
@@ -631,7 +652,16 @@ def typing_event(*, room_key: str, user: Any, active: bool) -> Event | None:
     if active:
         seconds = dm_setting("TYPING_THROTTLE_SECONDS")
         if not ratelimit.typing_claim(room_key, user.pk, seconds):
-            return None
+            return
     else:
         ratelimit.typing_release(room_key, user.pk)
-    return (room_key, {"type": "typing", "account": handle_of(user), "active": active})
+    frame = {"type": "typing", "account": handle_of(user), "active": active}
+    broadcast_on_commit([(room_key, frame)])
+
+
+# --- For consumers -------------------------------------------------------------------------
+
+# ``await services.run(services.message_send, sender=..., ...)`` from async code: the
+# service runs in a database thread and what it broadcasts is published from the
+# caller's event loop.
+run = run_service

@@ -147,11 +147,6 @@ elif _database["ENGINE"] == "django.db.backends.postgresql":
     # One test database per test process, so that concurrent runs never share one.
     _database["TEST"] = {"NAME": f"test_{_database['NAME']}_{os.getpid()}"}
     _database["OPTIONS"] = {
-        # Lets the send statement be prepared once per connection (direct_messages.
-        # send_sql); Django's own queries bind on the client and are never prepared.
-        # DB_PREPARED_STATEMENTS=false behind a pooler that cannot keep them (PgBouncer
-        # before 1.21 in transaction mode).
-        "prepare_threshold": 5 if env_bool("DB_PREPARED_STATEMENTS", True) else None,
         # Each of the sockets' database threads keeps one connection (DATABASE_THREADS);
         # the rest serve HTTP requests.
         "pool": {
@@ -313,6 +308,7 @@ DIRECT_MESSAGES = {
     "EDIT_WINDOW_SECONDS": env_int("DM_EDIT_WINDOW_SECONDS", 15 * 60),
     "SEND_RATE_LIMIT": env_int("DM_SEND_RATE_LIMIT", 30),
     "SEND_RATE_WINDOW_SECONDS": env_int("DM_SEND_RATE_WINDOW_SECONDS", 10),
+    "SEND_STATEMENT": env_bool("DM_SEND_STATEMENT", True),
     "UNCLAIMED_ATTACHMENT_TTL_SECONDS": env_int("DM_UNCLAIMED_TTL_SECONDS", 24 * 3600),
     "X_ACCEL_REDIRECT_PREFIX": os.environ.get("DM_X_ACCEL_REDIRECT_PREFIX", ""),
     "PRESENCE_TTL_SECONDS": env_int("DM_PRESENCE_TTL_SECONDS", 60),

@@ -47,6 +47,27 @@ def _database_threads_closed(django_db_setup: Any, django_db_blocker: Any) -> It
                 )
 
 
+def pytest_generate_tests(metafunc: Any) -> None:
+    """The send tests (``pytestmark = pytest.mark.usefixtures("send_path")``) run once
+    per way a send is stored: through the ORM, and on PostgreSQL through the send
+    statement (direct_messages/send_pg.py) as well."""
+    if "send_path" in metafunc.fixturenames:
+        from django.conf import settings
+
+        postgresql = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+        paths = ["orm", "statement"] if postgresql else ["orm"]
+        metafunc.parametrize("send_path", paths, indirect=True)
+
+
+@pytest.fixture
+def send_path(request: Any, settings: Any) -> str:
+    settings.DIRECT_MESSAGES = {
+        **settings.DIRECT_MESSAGES,
+        "SEND_STATEMENT": request.param == "statement",
+    }
+    return str(request.param)
+
+
 @pytest.fixture(autouse=True)
 def _lenient_throttles(settings: Any) -> None:
     """Every test signs up and logs in from 127.0.0.1, and the cache (Redis in the

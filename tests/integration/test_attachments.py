@@ -29,7 +29,7 @@ from tests.unit.test_attachment_processing import (
     png_bytes,
 )
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("send_path")]
 
 MiB = 1024 * 1024
 

@@ -13,7 +13,7 @@ from direct_messages.errors import Forbidden
 from direct_messages.models import DirectMessage, Reaction
 from tests.conftest import token_for
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("send_path")]
 
 
 async def open_dm(ws_connect, user, account):

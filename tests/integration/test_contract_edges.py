@@ -24,7 +24,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from direct_messages.models import DirectMessage
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("send_path")]
 
 # Past a signed 64-bit column (SQLite's INTEGER, PostgreSQL's bigint), far past it, and
 # below every id and seq.

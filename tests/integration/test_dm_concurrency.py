@@ -14,7 +14,7 @@ from django.db import connection
 from direct_messages import services
 from direct_messages.models import DirectMessage, Room, RoomMember, SendWindow
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("send_path")]
 
 
 def run_concurrently(calls):

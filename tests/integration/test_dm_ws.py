@@ -10,7 +10,7 @@ from django.test import Client
 from direct_messages.models import DirectMessage
 from tests.conftest import token_for
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("send_path")]
 
 
 async def joined(ws_connect, user, account, query=""):

@@ -80,8 +80,8 @@ class World:
         return {"A": self.account("b"), "B": self.account("a")}.get(p.role, self.account("d"))
 
     def stranger(self, p: Principal) -> str:
-        """A member of the room ``p`` is not in, with whom ``p`` has only the empty room
-        that a refused first message leaves behind (see :func:`build_world`)."""
+        """A member of the room ``p`` is not in, to whom ``p``'s first message was
+        refused (see :func:`build_world`)."""
         return self.account("d") if p.role in ("A", "B") else self.account("a")
 
     def nobody(self, p: Principal) -> str:
@@ -266,9 +266,8 @@ def build_world(server: LiveServer, database_url: str) -> World:
     )
     ok(call(base, a, "POST", f"/api/users/{users['g']['account']}/block"), 204)
     # A first message refused in its transaction (attachments that are not the
-    # sender's) leaves an empty, invisible room behind; each caller has one with its
-    # stranger. (Refusals found before the room is made, a bad reply_to or a block,
-    # leave none.)
+    # sender's) leaves no room behind: the room commits with its first message. Each
+    # caller has tried one with its stranger.
     for who, stranger in ((a, d), (b, d), (c, a)):
         body = {"client_id": str(uuid.uuid4()), "message": "x", "attachment_ids": [MISSING_ID]}
         ok(call(base, who, "POST", f"/api/dm/{stranger.account}/messages", body), 400)

@@ -133,9 +133,8 @@ def accounts_typed(w: World, p: Principal) -> list[str]:
 
 
 def stranger_op(verb: str) -> list[Case]:
-    """accept/mute/unmute/clear of a conversation the caller does not have. The empty
-    room of a refused first message is the caller's own (invisible) row: 204, which
-    changes nothing anyone else sees."""
+    """accept/mute/unmute/clear of a conversation the caller does not have, also after
+    a refused first message to them (a room commits only with its first message)."""
     return [
         Case(
             f"{verb} with someone I never wrote to",
@@ -143,9 +142,9 @@ def stranger_op(verb: str) -> list[Case]:
             expect(404),
         ),
         Case(
-            f"{verb} the empty room my refused first message left",
+            f"{verb} after my first message to them was refused",
             lambda w, p: ("POST", f"/api/dm/{w.stranger(p)}/{verb}", None, {}),
-            expect(204),
+            expect(404),
         ),
     ]
 
@@ -334,8 +333,8 @@ API_MATRIX: dict[tuple[str, str], list[Case]] = {
             expect(400),
             twin=multipart_reply_to(lambda w, p: MISSING_ID),
         ),
-        # A refused first message leaves an empty room behind (by design, invisible);
-        # the presence row below checks that it opens nothing.
+        # A refused first message leaves no room behind; the presence row below checks
+        # that it opens nothing.
         Case(
             "first message to a stranger, reply_to the other conversation's message",
             lambda w, p: (
@@ -383,7 +382,7 @@ API_MATRIX: dict[tuple[str, str], list[Case]] = {
             masked=accounts_typed,
         ),
         Case(
-            "presence across the empty room of a refused first message",
+            "presence of someone my refused first message went to",
             lambda w, p: ("GET", f"/api/users/{w.stranger(p)}/presence", None, {}),
             expect(404),
             twin=lambda w, p: ("GET", f"/api/users/{MISSING_ACCOUNT}/presence", None, {}),
@@ -709,8 +708,8 @@ def attack_frames(target: Any) -> list[tuple[str, dict[str, Any], str | None, di
 async def ws_matrix(world: World, tally: Tally) -> list[Socket]:
     people = {p.name: p for p in world.principals if p.role in ("A", "B", "C")}
     a, b, c = people["a"], people["b"], people["c"]
-    # The outsider's socket on the empty room its refused first message left, opened
-    # before A comes online: nothing of A may reach it.
+    # The outsider's socket on the conversation its refused first message would have
+    # opened, opened before A comes online: nothing of A may reach it.
     status, opened = await open_socket(world, c, f"/ws/dm/{world.account('a')}/")
     assert status == "open", (status, opened)
     c_on_a = Socket("c on /ws/dm/a/", opened[0], None, opened[2])
