@@ -1,13 +1,8 @@
 """``python -m bench`` (``make bench``): run the benchmarks, write the results.
 
-    make bench                                   everything (~25 min on 2 cores)
-    make bench BENCH_ARGS=--quick                a small version of everything (~3 min)
-    make bench BENCH_ARGS="--only scaled --servers uvicorn --layers pubsub"
-    make bench BENCH_ARGS="--only profile"       py-spy on the scaled send path
-
 A run merges its scenarios into ``bench/results/full.json`` (``quick.json`` with
-``--quick``); a full-size run also regenerates the figures in ``bench/RESULTS.md``
-and the plot ``bench/results/latency.svg``.
+``--quick``); a full-size run also regenerates the figures in ``bench/RESULTS.md`` and
+the plot ``bench/results/latency.svg``. Examples: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -23,6 +18,7 @@ from typing import Any
 
 from bench import procs, report, scenarios
 from bench.scenarios import Options, say
+from tests.support import Stack
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT = ["embedded", "scaled", "reads", "idle"]
@@ -106,7 +102,7 @@ def main(argv: list[str]) -> int:
         results["environment"]["postgres_durable_commit_ms"] = repr(exc)
     results["environment"]["pg_synchronous_commit"] = "on" if opts.pg_synchronous_commit else "off"
     failed = []
-    with procs.Stack(keep_tmp=args.keep_tmp) as stack:
+    with Stack(keep_tmp=args.keep_tmp) as stack:
         say(f"temp dir {stack.tmp}; scenarios {wanted}; {'quick' if opts.quick else 'full'} mode")
         try:
             for name in wanted:

@@ -1,11 +1,5 @@
-"""The framework ceiling: the floor's relay (:mod:`bench.floor`) as a Channels consumer.
-
-The same protocol subset, the same one raw ``INSERT`` per message into the same table,
-but on the product's stack: the server the configuration uses (daphne or uvicorn),
-Django's database connection reached through ``database_sync_to_async``, and the
-configured channel layer's ``group_send`` for the fan-out. No validation, no seq, no
-room or inbox, no rate limit, no presence: whatever the product costs beyond this
-is the product's own; what this costs beyond the floor is the framework's.
+"""The framework ceiling: the floor's relay (:mod:`bench.floor`) as a Channels consumer
+on the product's stack (docs/benchmarks.md, "The framework ceiling").
 
 Run: ``uvicorn bench.ceiling:application`` (or daphne) with the product's environment
 (``DATABASE_URL``, ``REDIS_URL``, ``CHANNEL_LAYER``, ``SECRET_KEY``).
@@ -13,6 +7,7 @@ Run: ``uvicorn bench.ceiling:application`` (or daphne) with the product's enviro
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 from typing import Any
@@ -29,10 +24,17 @@ from channels.generic.websocket import AsyncWebsocketConsumer  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.core.asgi import get_asgi_application  # noqa: E402
-from django.db import connection  # noqa: E402
+from django.db import IntegrityError, connection  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from bench.floor import TABLE, USERS_TABLE, isotime, message_new  # noqa: E402
+from bench.floor import (  # noqa: E402
+    CREATE_TABLE,
+    INSERT,
+    SELECT_USER,
+    isotime,
+    message_new,
+    room_joined,
+)
 
 
 def in_thread(func: Any) -> Any:
@@ -44,37 +46,21 @@ def in_thread(func: Any) -> Any:
 @in_thread
 def user(column: str, value: Any) -> Any:
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT id, account FROM {USERS_TABLE} WHERE {column} = %s", [value])
+        cursor.execute(SELECT_USER.format(column=column), [value])
         return cursor.fetchone()
 
 
 @in_thread
 def insert(room: str, sender_id: int, client_id: str, text: str, at: str) -> int:
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {TABLE} (room, sender_id, client_id, message, created_at)"
-            " VALUES (%s, %s, %s, %s, %s) RETURNING id",
-            [room, sender_id, client_id, text, at],
-        )
+        cursor.execute(INSERT + " RETURNING id", [room, sender_id, client_id, text, at])
         return int(cursor.fetchone()[0])
 
 
 def create_table() -> None:
     """The floor's table, as the floor makes it (whichever of the two runs first)."""
-    if connection.vendor == "postgresql":
-        ddl = (
-            f"CREATE TABLE IF NOT EXISTS {TABLE} (id BIGSERIAL PRIMARY KEY,"
-            " room VARCHAR(64) NOT NULL, sender_id BIGINT NOT NULL, client_id UUID NOT NULL,"
-            " message TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL)"
-        )
-    else:
-        ddl = (
-            f"CREATE TABLE IF NOT EXISTS {TABLE} (id INTEGER PRIMARY KEY AUTOINCREMENT,"
-            " room TEXT NOT NULL, sender_id INTEGER NOT NULL, client_id TEXT NOT NULL,"
-            " message TEXT NOT NULL, created_at TEXT NOT NULL)"
-        )
-    with connection.cursor() as cursor:
-        cursor.execute(ddl)
+    with contextlib.suppress(IntegrityError), connection.cursor() as cursor:  # another won
+        cursor.execute(CREATE_TABLE[connection.vendor])
     connection.close()
 
 
@@ -98,14 +84,7 @@ class RelayConsumer(AsyncWebsocketConsumer):
         low, high = sorted((me[0], other[0]))
         self.room = f"dm.{low}.{high}"
         await self.channel_layer.group_add(self.room, self.channel_name)
-        joined = {
-            "type": "room.joined",
-            "room": self.room,
-            "with": {"id": other[0], "account": other[1], "name": "", "avatar_url": None},
-            "last_seq": 0,
-            "read": {me[1]: 0, other[1]: 0},
-        }
-        await self.send(text_data=orjson.dumps(joined).decode())
+        await self.send(text_data=room_joined(self.room, me, other))
 
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "room"):

@@ -1,13 +1,8 @@
-"""Django-side helpers, run as a subprocess with a server's environment.
+"""Django-side helpers, run as a subprocess with a server's environment
+(docs/benchmarks.md, "Reads at scale"):
 
 ``python -m bench.djworker users N``   N accounts by bulk insert, with tokens, as JSON
 ``python -m bench.djworker reads``     build the reads-at-scale data set, time the pages
-``python -m bench.djworker sends N``   SQL queries, time and PostgreSQL CPU of ``services.message_send``
-
-Data is written with bulk inserts (``COPY`` on PostgreSQL, ``executemany`` on SQLite)
-into the product's own tables, whose columns are read from the models, so new columns
-with defaults need no change here. Reads go through the whole HTTP stack in process
-(Django's test ``Client``, Bearer tokens), with ``CaptureQueriesContext`` for counts.
 """
 
 from __future__ import annotations
@@ -174,13 +169,8 @@ def make_users(accounts: list[str]) -> list[dict[str, Any]]:
 def scale(quick: bool) -> dict[str, Any]:
     if quick:
         return {"convs": [10, 100, 1000], "big": 2000, "total": 20000, "deep": 900, "back": 1800}
-    return {
-        "convs": [10, 1000, 10000],
-        "big": 100_000,
-        "total": 1_000_000,
-        "deep": 9000,
-        "back": 90_000,
-    }
+    sizes = {"convs": [10, 1000, 10000], "big": 100_000, "total": 1_000_000}
+    return sizes | {"deep": 9000, "back": 90_000}
 
 
 def build(sc: dict[str, Any]) -> dict[str, Any]:
@@ -396,12 +386,10 @@ def reads(quick: bool) -> dict[str, Any]:
     }
 
 
-def sends(n: int, sender_info: dict[str, Any] | None = None) -> dict[str, Any]:
+def sends(n: int, sender_info: dict[str, Any]) -> dict[str, Any]:
     """Queries and time of ``services.message_send`` (no transport), to a fresh peer."""
     from direct_messages import services
 
-    if sender_info is None:
-        sender_info = make_users([f"s_{uuid.uuid4().hex[:10]}"])[0]
     peer = make_users([f"r_{uuid.uuid4().hex[:10]}"])[0]
     sender = User.objects.get(pk=sender_info["id"])
     services.message_send(sender=sender, account=peer["account"], client_id=uuid.uuid4(), text="x")
@@ -414,7 +402,6 @@ def sends(n: int, sender_info: dict[str, Any] | None = None) -> dict[str, Any]:
             )
             times.append((time.perf_counter() - t) * 1000)
         counts.append(len(ctx.captured_queries))
-    components = _send_components(sender, peer["account"], max(10, n // 4))
     postgres_ms = _postgres_cpu_per_send(n * 10)
     kinds: dict[str, int] = {}
     for q in ctx.captured_queries:
@@ -426,7 +413,6 @@ def sends(n: int, sender_info: dict[str, Any] | None = None) -> dict[str, Any]:
         "query_kinds": kinds,
         "queries": [q["sql"][:160] for q in ctx.captured_queries],
         "median_ms": round(statistics.median(times), 3),
-        "components_median_ms": components,
         "postgres_cpu_ms_per_send": postgres_ms,
     }
 
@@ -468,37 +454,6 @@ def _postgres_cpu_per_send(n: int) -> float | None:
         return round(1000 * (cpu_seconds(pid) - before) / n, 3)
 
 
-def _send_components(sender: Any, account: str, n: int) -> dict[str, float]:
-    """Median time of the read-only steps ``message_send`` makes before its transaction.
-
-    What each would save per send if it were folded away. Missing helpers (renamed
-    by a later version of the service) are skipped.
-    """
-    from direct_messages import services
-
-    other = services.peer_resolve(sender, account)
-    steps = {
-        "peer_resolve (user + block queries)": lambda: services.peer_resolve(sender, account),
-        "_existing_send (idempotency pre-check query)": lambda: services._existing_send(
-            sender, other, uuid.uuid4()
-        ),
-        "room_get_or_create (room query)": lambda: services.room_get_or_create(sender, other),
-    }
-    out = {}
-    for name, step in steps.items():
-        try:
-            step()
-            times = []
-            for _ in range(n):
-                t = time.perf_counter()
-                step()
-                times.append((time.perf_counter() - t) * 1000)
-            out[name] = round(statistics.median(times), 3)
-        except Exception as exc:
-            log(f"component {name} skipped: {exc!r}")
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -507,16 +462,12 @@ def main() -> None:
     p_users.add_argument("--prefix", default="idle")
     p_reads = sub.add_parser("reads")
     p_reads.add_argument("--quick", action="store_true")
-    p_sends = sub.add_parser("sends")
-    p_sends.add_argument("count", type=int)
     args = parser.parse_args()
     if args.cmd == "users":
         tag = uuid.uuid4().hex[:6]
         out: Any = make_users([f"{args.prefix}_{tag}_{i}" for i in range(args.count)])
-    elif args.cmd == "reads":
-        out = reads(args.quick)
     else:
-        out = sends(args.count)
+        out = reads(args.quick)
     json.dump(out, sys.stdout)
 
 

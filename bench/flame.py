@@ -1,12 +1,6 @@
-"""Summaries of py-spy's raw (collapsed-stack) output: where a server's time goes.
-
-Each sample is charged to one *layer*: walking from the innermost frame outwards, the
-first frame whose file belongs to a known library or app decides (so Django's ORM code
-called from the service layer counts as ORM, and the service's own lines as app).
-Samples are also split by thread: the event loop (MainThread) against the threads
-that run ``database_sync_to_async`` work. Only busy samples are recorded (py-spy
-drops idle ones), so the shares are shares of CPU time.
-"""
+"""Summaries of py-spy's raw (collapsed-stack) output: where a server's time goes, per
+thread and per *layer* (the innermost frame of a known library or app decides).
+Waits (``--idle`` samples) are their own layers."""
 
 from __future__ import annotations
 

@@ -1,14 +1,6 @@
-"""The floor: a bare relay, written only for the benchmark, to measure against.
-
-The ``websockets`` library, one raw ``INSERT`` per message into the same kind of
-database as the product uses, and a fan-out either through redis-py publish/subscribe
-(``--fanout redis``, any number of processes) or in process memory (``--fanout memory``,
-the analogue of the embedded configuration's in-memory channel layer). It speaks the
-subset of PROTOCOL.md that the load generator uses: a Bearer token on the handshake of
-``/ws/dm/{account}/``, ``room.joined`` first, ``message.send`` -> ``message.ack`` to the
-sender and ``message.new`` to every socket of the pair, ``ping`` -> ``pong``. No
-idempotency, no seq allocation, no inbox: it is what Python on this machine can do
-without Django and Channels, not a competitor.
+"""The floor: a bare relay, written only for the benchmark, to measure against
+(docs/benchmarks.md, "The floor"): ``websockets``, one raw ``INSERT`` per message, and
+a fan-out through Redis publish/subscribe or in process memory.
 
 Run: ``python -m bench.floor --port P --database-url URL --secret-key K --fanout redis``.
 """
@@ -34,10 +26,32 @@ from websockets.http11 import Response
 logger = logging.getLogger("bench.floor")
 USERS_TABLE = "users_user"
 TABLE = "bench_floor_message"
+# The relay's table and statements (the ceiling's too), with %s placeholders.
+CREATE_TABLE = {
+    "postgresql": f"CREATE TABLE IF NOT EXISTS {TABLE} (id BIGSERIAL PRIMARY KEY,"
+    " room VARCHAR(64) NOT NULL, sender_id BIGINT NOT NULL, client_id UUID NOT NULL,"
+    " message TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL)",
+    "sqlite": f"CREATE TABLE IF NOT EXISTS {TABLE} (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " room TEXT NOT NULL, sender_id INTEGER NOT NULL, client_id TEXT NOT NULL,"
+    " message TEXT NOT NULL, created_at TEXT NOT NULL)",
+}
+INSERT = (
+    f"INSERT INTO {TABLE} (room, sender_id, client_id, message, created_at)"
+    " VALUES (%s, %s, %s, %s, %s)"
+)
+SELECT_USER = "SELECT id, account FROM " + USERS_TABLE + " WHERE {column} = %s"
 
 
 def isotime(value: dt.datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def room_joined(room: str, me: Any, other: Any) -> str:
+    """The ``room.joined`` frame of the relay (the floor's, and the ceiling's)."""
+    peer = {"id": other[0], "account": other[1], "name": "", "avatar_url": None}
+    read = {me[1]: 0, other[1]: 0}
+    frame = {"type": "room.joined", "room": room, "with": peer, "last_seq": 0, "read": read}
+    return orjson.dumps(frame).decode()
 
 
 def message_new(pk: int, room: str, sender: str, text: str, client_id: str, at: str) -> str:
@@ -64,27 +78,18 @@ class SqliteStore:
         self.db = sqlite3.connect(urlsplit(url).path, isolation_level=None, timeout=20)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute(
-            f"CREATE TABLE IF NOT EXISTS {TABLE} (id INTEGER PRIMARY KEY AUTOINCREMENT,"
-            " room TEXT NOT NULL, sender_id INTEGER NOT NULL, client_id TEXT NOT NULL,"
-            " message TEXT NOT NULL, created_at TEXT NOT NULL)"
-        )
+        self.db.execute(CREATE_TABLE["sqlite"])
 
     async def start(self) -> None:
         pass
 
     async def user(self, *, pk: int | None = None, account: str | None = None) -> Any:
         column, value = ("id", pk) if pk is not None else ("account", account)
-        return self.db.execute(
-            f"SELECT id, account FROM {USERS_TABLE} WHERE {column} = ?", (value,)
-        ).fetchone()
+        sql = SELECT_USER.format(column=column).replace("%s", "?")
+        return self.db.execute(sql, (value,)).fetchone()
 
     async def insert(self, room: str, sender_id: int, client_id: str, text: str, at: str) -> int:
-        cur = self.db.execute(
-            f"INSERT INTO {TABLE} (room, sender_id, client_id, message, created_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (room, sender_id, client_id, text, at),
-        )
+        cur = self.db.execute(INSERT.replace("%s", "?"), (room, sender_id, client_id, text, at))
         return int(cur.lastrowid or 0)
 
 
@@ -102,27 +107,18 @@ class PostgresStore:
         await self.pool.open(wait=True)
         async with self.pool.connection() as conn:
             with contextlib.suppress(psycopg.errors.UniqueViolation):  # the other process won
-                await conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {TABLE} (id BIGSERIAL PRIMARY KEY,"
-                    " room VARCHAR(64) NOT NULL, sender_id BIGINT NOT NULL, client_id UUID NOT NULL,"
-                    " message TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL)"
-                )
+                await conn.execute(CREATE_TABLE["postgresql"])
 
     async def user(self, *, pk: int | None = None, account: str | None = None) -> Any:
         column, value = ("id", pk) if pk is not None else ("account", account)
         async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                f"SELECT id, account FROM {USERS_TABLE} WHERE {column} = %s", (value,)
-            )
+            cur = await conn.execute(SELECT_USER.format(column=column), (value,))
             return await cur.fetchone()
 
     async def insert(self, room: str, sender_id: int, client_id: str, text: str, at: str) -> int:
         async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                f"INSERT INTO {TABLE} (room, sender_id, client_id, message, created_at)"
-                " VALUES (%s, %s, %s, %s, %s) RETURNING id",
-                (room, sender_id, client_id, text, at),
-            )
+            args = (room, sender_id, client_id, text, at)
+            cur = await conn.execute(INSERT + " RETURNING id", args)
             row = await cur.fetchone()
             return int(row[0]) if row else 0
 
@@ -223,22 +219,7 @@ class Relay:
         room = f"dm.{low}.{high}"
         await self.join(room, conn)
         try:
-            await conn.send(
-                orjson.dumps(
-                    {
-                        "type": "room.joined",
-                        "room": room,
-                        "with": {
-                            "id": other[0],
-                            "account": other[1],
-                            "name": "",
-                            "avatar_url": None,
-                        },
-                        "last_seq": 0,
-                        "read": {me[1]: 0, other[1]: 0},
-                    }
-                ).decode()
-            )
+            await conn.send(room_joined(room, me, other))
             async for raw in conn:
                 await self.frame(conn, room, me, raw)
         finally:
@@ -298,15 +279,9 @@ def cli() -> None:
     parser.add_argument("--secret-key", required=True)
     parser.add_argument("--fanout", choices=["redis", "memory"], default="redis")
     parser.add_argument("--redis-url", default="")
-    parser.add_argument("--uvloop", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    if args.uvloop:
-        import uvloop
-
-        uvloop.run(main(args))
-    else:
-        asyncio.run(main(args))
+    asyncio.run(main(args))
 
 
 if __name__ == "__main__":

@@ -1,68 +1,25 @@
-"""The load generator: PROTOCOL.md only, over real sockets.
-
-``K`` pairs of users; in each pair the first user sends and the second receives, each
-on its own ``/ws/dm/{other}/`` socket (``Authorization: Bearer``, no ``Origin``, like a
-mobile client). ``message.send`` frames go out at a fixed total rate ``R`` for ``S``
-seconds, spread round-robin over the pairs; every message is matched by ``client_id``
-to its ``message.ack`` (on the sender's socket) and its ``message.new`` (on the
-recipient's). After a bounded drain, a message never delivered counts as lost; a
-second ``message.new`` with the same ``client_id`` as duplicated; a ``message.new``
-older (in the sender's order) than one already delivered as out of order.
-"""
+"""The load generator: PROTOCOL.md only, over real sockets (docs/benchmarks.md, "How
+the load is made"): pairs of a sender and a recipient, ``message.send`` at a fixed total
+rate, every message matched by ``client_id`` to its ack and its ``message.new``."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import resource
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 
-PASSWORD = "bench-correct-horse-battery"
+from tests.support import open_dm
+
 TEXT = "benchmark message, about the length of a short chat line"
-
-
-def http_json(method: str, url: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            raw = response.read()
-            return response.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        try:
-            return exc.code, json.loads(raw) if raw else None
-        except ValueError:
-            return exc.code, raw[:200]
-
-
-def signup_users(base: str, count: int, prefix: str = "bench") -> list[dict[str, Any]]:
-    """``count`` new accounts through ``POST /api/auth/signup``; their tokens."""
-    users = []
-    for _ in range(count):
-        account = f"{prefix}_{uuid.uuid4().hex[:10]}"
-        status, body = http_json(
-            "POST", f"{base}/api/auth/signup", {"account": account, "password": PASSWORD}
-        )
-        if status != 201:
-            raise RuntimeError(f"signup failed: {status} {body}")
-        users.append({"account": account, "token": body["token"], "id": body["user"]["id"]})
-    return users
 
 
 def percentile(sorted_values: list[float], q: float) -> float | None:
@@ -146,18 +103,7 @@ async def _read_recipient(conn: ClientConnection, pair: int, run: Run) -> None:
 
 
 async def open_socket(url: str, token: str) -> ClientConnection:
-    conn = await connect(
-        url,
-        additional_headers={"Authorization": f"Bearer {token}"},
-        open_timeout=30,
-        ping_interval=None,
-        max_size=1 << 20,
-        max_queue=None,
-    )
-    first = orjson.loads(await asyncio.wait_for(conn.recv(), 30))
-    if first.get("type") != "room.joined":
-        raise RuntimeError(f"expected room.joined first, got {first}")
-    return conn
+    return await open_dm(url, token, 30, ping_interval=None, max_size=1 << 20, max_queue=None)
 
 
 @dataclass

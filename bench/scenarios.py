@@ -1,12 +1,5 @@
-"""The benchmark scenarios: each starts what it needs on a :class:`~bench.procs.Stack`.
-
-``embedded``  one daphne + SQLite + in-memory layer, against the floor in one process
-``scaled``    two servers behind nginx + PostgreSQL + Redis, per server and channel
-              layer, against the floor in two processes on the same nginx and Redis
-``reads``     inbox and history pages at scale, SQLite and PostgreSQL
-``idle``      5,000 idle authenticated sockets on one process, against the floor
-``profile``   py-spy on one server process of the scaled configuration under load
-"""
+"""The benchmark scenarios (docs/benchmarks.md, "Scenarios"): each starts what it needs
+on a :class:`tests.support.Stack`."""
 
 from __future__ import annotations
 
@@ -24,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import loadgen, procs
-from bench.procs import PY, Server, Stack
+from bench.procs import SECRET_KEY, server_env
+from tests.support import APP, PY, LiveServer, RedisServer, Stack, free_port, migrate, run, signup
 
 CEILING_APP = "bench.ceiling:application"
 
@@ -93,20 +87,30 @@ class Options:
 # --- load runs and sweeps -------------------------------------------------------------
 
 
-def make_pairs(stack: Stack, env: dict[str, str], base: str, opts: Options) -> list[Any]:
-    """``opts.pairs`` sender/recipient pairs of new accounts.
-
-    ``api``: ``POST /api/auth/signup`` for each (PBKDF2 makes that ~0.4 s of server CPU
-    per account). ``bulk``: one bulk insert through the product's models, tokens from
-    its own ``token_issue`` (what a run with 50+ pairs uses).
-    """
+def make_pairs(env: dict[str, str], base: str, opts: Options) -> list[Any]:
+    """``opts.pairs`` pairs of new accounts: signed up (``api``) or bulk inserted."""
     n = 2 * opts.pairs
     if opts.signup == "api":
-        users = loadgen.signup_users(base, n)
+        users = [signup(base, prefix="bench_") for _ in range(n)]
     else:
         cmd = [PY, "-m", "bench.djworker", "users", str(n), "--prefix", "load"]
-        users = json.loads(stack.run(cmd, env=env))
+        users = json.loads(run(cmd, env))
     return list(zip(users[::2], users[1::2], strict=True))
+
+
+def commandstats(redis: RedisServer) -> dict[str, int]:
+    stats = redis.info("commandstats").items()
+    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats}
+
+
+def start_floor(
+    stack: Stack, db: str, fanout: str, redis_url: str = "", ports: list[int] | None = None
+) -> list[LiveServer]:
+    """The bare relay of :mod:`bench.floor` (the baseline)."""
+    args = ("--database-url", db, "--secret-key", SECRET_KEY, "--fanout", fanout)
+    args += ("--redis-url", redis_url) if redis_url else ()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return stack.servers("floor", env, ports or 1, args=args)
 
 
 def load_once(
@@ -114,7 +118,7 @@ def load_once(
     pairs: list[Any],
     rate: float,
     opts: Options,
-    redis: procs.Redis | None = None,
+    redis: RedisServer | None = None,
     quiet_pids: list[int] | None = None,
     on_ready: Callable[[], None] | None = None,
     cpu_pids: list[int] | None = None,
@@ -131,7 +135,7 @@ def load_once(
         stats["machine"], stats["steal"] = procs.machine_seconds()
         stats["wall"] = time.monotonic()
         if redis:
-            stats["before"] = await asyncio.to_thread(redis.commandstats)
+            stats["before"] = await asyncio.to_thread(commandstats, redis)
 
     async def done() -> None:
         stats["cpu_after"] = [procs.cpu_seconds(p) for p in cpu_pids]
@@ -139,7 +143,7 @@ def load_once(
         stats["machine_after"], stats["steal_after"] = procs.machine_seconds()
         stats["wall_after"] = time.monotonic()
         if redis:
-            stats["after"] = await asyncio.to_thread(redis.commandstats)
+            stats["after"] = await asyncio.to_thread(commandstats, redis)
 
     result = arun(
         loadgen.run_load(
@@ -251,31 +255,27 @@ def sweep(run: Callable[[float], dict[str, Any]], opts: Options) -> dict[str, An
 def embedded(stack: Stack, opts: Options) -> dict[str, Any]:
     """One daphne, SQLite, in-memory layer; then the floor in one process, same DB."""
     db = stack.sqlite_database("embedded")
-    env = procs.server_env(db)
-    procs.migrate(stack, env)
+    env = server_env(db)
+    migrate(env)
     out: dict[str, Any] = {"database": "sqlite", "layer": "memory", "commit": procs.git_commit()}
-    server = procs.start_server(stack, "daphne", env)
-    with procs.running(stack, [server]):
-        say(f"embedded: daphne on :{server.port}, {opts.pairs} pairs ({opts.signup} signup)")
-        pairs = make_pairs(stack, env, server.http, opts)
-        target = loadgen.Target(server.ws + "/ws/dm/{account}/")
-        out["sweep"] = sweep(
-            lambda r: load_once(target, pairs, r, opts, quiet_pids=[server.proc.pid]), opts
-        )
-    ceiling = procs.start_server(stack, "daphne", env, app=CEILING_APP)
-    with procs.running(stack, [ceiling]):
-        say(f"embedded ceiling: the floor's relay as a Channels consumer on :{ceiling.port}")
-        target = loadgen.Target(ceiling.ws + "/ws/dm/{account}/")
-        out["ceiling_sweep"] = sweep(
-            lambda r: load_once(target, pairs, r, opts, quiet_pids=[ceiling.proc.pid]), opts
-        )
-    floor = procs.start_floor(stack, db, fanout="memory")
-    with procs.running(stack, [floor]):
-        say(f"embedded floor: bare relay (memory fan-out, SQLite) on :{floor.port}")
-        target = loadgen.Target(floor.ws + "/ws/dm/{account}/")
-        out["floor_sweep"] = sweep(
-            lambda r: load_once(target, pairs, r, opts, quiet_pids=[floor.proc.pid]), opts
-        )
+    pairs: list[Any] = []
+    for key, what in (
+        ("sweep", f"daphne, {opts.pairs} pairs ({opts.signup} signup)"),
+        ("ceiling_sweep", "the floor's relay as a Channels consumer"),
+        ("floor_sweep", "bare relay (memory fan-out, SQLite)"),
+    ):
+        if key == "floor_sweep":
+            server = start_floor(stack, db, fanout="memory")[0]
+        else:
+            server = stack.server("daphne", env, CEILING_APP if key == "ceiling_sweep" else APP)
+        with stack.running([server]):
+            say(f"embedded {key}: {what} on :{server.port}")
+            pairs = pairs or make_pairs(env, server.http, opts)
+            target = loadgen.Target(server.ws + "/ws/dm/{account}/")
+            out[key] = sweep(
+                lambda r, t=target, q=pairs, p=[server.pid]: load_once(t, q, r, opts, quiet_pids=p),
+                opts,
+            )
     return out
 
 
@@ -288,7 +288,7 @@ class Scaled:
 
     stack: Stack
     db: str
-    redis: procs.Redis
+    redis: RedisServer
     ports: list[int]
     lb_port: int
     pairs: list[Any] = field(default_factory=list)
@@ -297,9 +297,9 @@ class Scaled:
     def start(cls, stack: Stack, opts: Options) -> Scaled:
         db = stack.postgres_database(opts.pg_synchronous_commit)
         redis = stack.redis()
-        ports = [procs.free_port(), procs.free_port()]
-        lb_port = procs.free_port()
-        procs.migrate(stack, procs.server_env(db, redis.url))
+        ports = [free_port(), free_port()]
+        lb_port = free_port()
+        migrate(server_env(db, redis.url))
         stack.nginx(lb_port, ports)
         return cls(stack, db, redis, ports, lb_port)
 
@@ -311,25 +311,20 @@ class Scaled:
         # Through nginx; the node hint puts each pair's two sockets on different processes.
         return loadgen.Target(f"ws://{self.lb}/ws/dm/{{account}}/?node={{node}}", ("a", "b"))
 
-    def start_servers(
-        self, kind: str, layer: str, app: str = "instamg.asgi:application"
-    ) -> list[Server]:
-        env = procs.server_env(self.db, self.redis.url, CHANNEL_LAYER=layer)
-        servers = []
-        for port in self.ports:
-            servers.append(procs.start_server(self.stack, kind, env, port, app))
-        return servers
+    def start_servers(self, kind: str, layer: str, app: str = APP) -> list[LiveServer]:
+        env = server_env(self.db, self.redis.url, CHANNEL_LAYER=layer)
+        return self.stack.servers(kind, env, self.ports, app)
 
-    def sweep(self, servers: list[Server], opts: Options) -> dict[str, Any]:
+    def sweep(self, servers: list[LiveServer], opts: Options) -> dict[str, Any]:
         """A rate sweep through nginx against ``servers`` (already running)."""
         pairs = self.ensure_pairs(opts)
-        pids = [s.proc.pid for s in servers]
+        pids = [s.pid for s in servers]
         return sweep(lambda r: load_once(self.target(), pairs, r, opts, self.redis, pids), opts)
 
     def ensure_pairs(self, opts: Options) -> list[Any]:
         if not self.pairs:
-            env = procs.server_env(self.db, self.redis.url)
-            self.pairs = make_pairs(self.stack, env, f"http://{self.lb}", opts)
+            env = server_env(self.db, self.redis.url)
+            self.pairs = make_pairs(env, f"http://{self.lb}", opts)
         return self.pairs
 
 
@@ -340,10 +335,10 @@ def scaled(stack: Stack, opts: Options) -> dict[str, Any]:
         for layer in opts.layers:
             name = f"{kind}+{layer}"
             servers = sc.start_servers(kind, layer)
-            with procs.running(stack, servers):
+            with stack.running(servers):
                 say(f"scaled {name}: :{sc.ports[0]} and :{sc.ports[1]} behind nginx :{sc.lb_port}")
                 pairs = sc.ensure_pairs(opts)
-                pids = [s.proc.pid for s in servers]
+                pids = [s.pid for s in servers]
                 result = {"server": kind, "layer": layer, "commit": procs.git_commit()}
                 result["sweep"] = sweep(
                     lambda r, p=pids, q=pairs: load_once(sc.target(), q, r, opts, sc.redis, p), opts
@@ -359,17 +354,15 @@ def scaled(stack: Stack, opts: Options) -> dict[str, Any]:
     # and Django's database layer cost with nothing of the product on top.
     kind = "uvicorn" if "uvicorn" in opts.servers else opts.servers[0]
     ceiling = sc.start_servers(kind, "pubsub", app=CEILING_APP)
-    with procs.running(stack, ceiling):
+    with stack.running(ceiling):
         say(f"scaled ceiling: the floor's relay as a Channels consumer on {kind}+pubsub")
         out["ceiling_sweep"] = sc.sweep(ceiling, opts) | {"server": kind}
-    floors = [
-        procs.start_floor(stack, sc.db, "redis", sc.redis.url, port=port) for port in sc.ports
-    ]
-    with procs.running(stack, floors):
+    floors = start_floor(stack, sc.db, "redis", sc.redis.url, sc.ports)
+    with stack.running(floors):
         say(f"scaled floor: two bare relays (Redis pub/sub, PostgreSQL) behind nginx :{sc.lb_port}")
         out["floor_sweep"] = sc.sweep(floors, opts)
         pairs = sc.ensure_pairs(opts)
-        pids = [f.proc.pid for f in floors]
+        pids = [f.pid for f in floors]
         procs.wait_quiet(pids)
         out["floor_fixed"] = load_once(
             sc.target(), pairs, opts.fixed_rate, opts, sc.redis, cpu_pids=pids
@@ -384,11 +377,11 @@ def reads(stack: Stack, opts: Options) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for vendor in ("sqlite", "postgresql"):
         db = stack.sqlite_database("reads") if vendor == "sqlite" else stack.postgres_database()
-        env = procs.server_env(db, LOG_LEVEL="ERROR")
-        procs.migrate(stack, env)
+        env = server_env(db, LOG_LEVEL="ERROR")
+        migrate(env)
         say(f"reads: building the data set on {vendor}")
         cmd = [PY, "-m", "bench.djworker", "reads"] + (["--quick"] if opts.quick else [])
-        out[vendor] = json.loads(stack.run(cmd, env=env, timeout=1200))
+        out[vendor] = json.loads(run(cmd, env, timeout=1200))
         if vendor == "sqlite":
             with contextlib.suppress(OSError):
                 os.remove(db.removeprefix("sqlite:///"))
@@ -425,14 +418,14 @@ async def _open_many(url: str, users: list[dict[str, Any]], concurrency: int = 6
 
 
 async def _idle_measure(
-    server: Server, users: list[dict[str, Any]], opts: Options
+    server: LiveServer, users: list[dict[str, Any]], opts: Options
 ) -> dict[str, Any]:
     url = server.ws + "/ws/dm/{account}/"
     warm, _ = await _open_many(url, users[:20])
     for conn in warm:
         await conn.close()
     await asyncio.sleep(1.0)
-    pid = server.proc.pid
+    pid = server.pid
     rss0 = procs.rss_bytes(pid)
     t0 = time.perf_counter()
     conns, failures = await _open_many(url, users)
@@ -447,7 +440,7 @@ async def _idle_measure(
         await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
     n = len(conns)
     return {
-        "server": server.kind,
+        "server": server.server,
         "connections": n,
         "failures": failures,
         "connect_seconds": round(connect_seconds, 1),
@@ -463,18 +456,16 @@ async def _idle_measure(
 def idle(stack: Stack, opts: Options) -> dict[str, Any]:
     """N idle authenticated /ws/dm/ sockets on one process: RSS and CPU, vs the floor."""
     db = stack.sqlite_database("idle")
-    env = procs.server_env(db)
-    procs.migrate(stack, env)
-    users = json.loads(
-        stack.run([PY, "-m", "bench.djworker", "users", str(opts.idle_count)], env=env)
-    )
+    env = server_env(db)
+    migrate(env)
+    users = json.loads(run([PY, "-m", "bench.djworker", "users", str(opts.idle_count)], env))
     out: dict[str, Any] = {"count": opts.idle_count, "database": "sqlite", "layer": "memory"}
     for kind in [*opts.idle_servers, "floor"]:
         if kind == "floor":
-            server = procs.start_floor(stack, db, fanout="memory")
+            server = start_floor(stack, db, fanout="memory")[0]
         else:
-            server = procs.start_server(stack, kind, env)
-        with procs.running(stack, [server]):
+            server = stack.server(kind, env)
+        with stack.running([server]):
             say(f"idle: {opts.idle_count} sockets on {kind} :{server.port}")
             result = arun(_idle_measure(server, users, opts))
             say(
@@ -503,7 +494,7 @@ def _profiled_load(
     pairs: list[Any],
     opts: Options,
     share: float,
-    redis: procs.Redis | None = None,
+    redis: RedisServer | None = None,
 ) -> dict[str, Any]:
     """A steady load with py-spy attached to ``pid`` from the moment the sockets are open.
 
@@ -554,13 +545,13 @@ def profile(stack: Stack, opts: Options) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kind, layer in [(k, la) for k in opts.servers for la in opts.layers]:
         servers = sc.start_servers(kind, layer)
-        with procs.running(stack, servers):
+        with stack.running(servers):
             pairs = sc.ensure_pairs(opts)
             # Process a sends for half of the pairs and delivers for the other half.
             out[f"{kind}+{layer}"] = _profiled_load(
                 stack,
                 f"{kind}+{layer}",
-                servers[0].proc.pid,
+                servers[0].pid,
                 sc.target(),
                 pairs,
                 opts,
@@ -568,13 +559,11 @@ def profile(stack: Stack, opts: Options) -> dict[str, Any]:
                 sc.redis,
             )
     db = stack.sqlite_database("profile")
-    env = procs.server_env(db)
-    procs.migrate(stack, env)
-    server = procs.start_server(stack, "daphne", env)
-    with procs.running(stack, [server]):
-        pairs = make_pairs(stack, env, server.http, opts)
+    env = server_env(db)
+    migrate(env)
+    server = stack.server("daphne", env)
+    with stack.running([server]):
+        pairs = make_pairs(env, server.http, opts)
         target = loadgen.Target(server.ws + "/ws/dm/{account}/")
-        out["embedded"] = _profiled_load(
-            stack, "embedded", server.proc.pid, target, pairs, opts, 1.0
-        )
+        out["embedded"] = _profiled_load(stack, "embedded", server.pid, target, pairs, opts, 1.0)
     return out

@@ -1,12 +1,7 @@
-"""``python -m reliability`` (``make faults``, ``make soak``): faults and a soak under load.
-
-    python -m reliability faults                    all four faults at full length
-    python -m reliability faults --only redis,sqlite --seconds 20
-    python -m reliability soak                      20 minutes, 2 servers, churn
-    python -m reliability soak --minutes 2 --rate 20
-
-Each writes ``reliability/results/{faults,soak}.json`` (``--out`` to change) and prints
-a markdown table. The exit status is 1 if anything was lost or duplicated.
+"""``python -m reliability`` (``make faults``, ``make soak``): faults and a soak under
+load (reliability/README.md). Each writes ``reliability/results/{faults,soak}.json``
+(``--out`` to change) and prints a markdown table; the exit status is 1 if anything
+was lost or duplicated.
 """
 
 from __future__ import annotations
@@ -20,11 +15,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bench.procs import POSTGRES_ADMIN_URL, Stack, git_commit, migrate, raise_nofile_limit
-from bench.procs import server_env as bench_server_env
+from bench.procs import git_commit, raise_nofile_limit, server_env
 from reliability import report, scenarios
 from reliability.infra import PrivateCluster
 from reliability.scenarios import FAULTS, Plan, say
+from tests.support import POSTGRES_ADMIN_URL, Stack, migrate
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -122,7 +117,7 @@ def run_soak(args: argparse.Namespace) -> dict[str, Any]:
             cluster = PrivateCluster(stack).init()
             db = cluster.create_database()
             admin = cluster.admin_url
-        migrate(stack, bench_server_env(db))
+        migrate(server_env(db))
         result = scenarios.soak(stack, plan, db, admin, nginx=not args.direct)
         _server_tracebacks(stack, result)
     return result

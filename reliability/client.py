@@ -1,28 +1,5 @@
-"""A retrying PROTOCOL.md client and the bookkeeping that reconciles what it saw.
-
-Each *pair* is a sender and a recipient, each on its own ``/ws/dm/{other}/`` socket
-(Bearer token, no ``Origin``, like a mobile app). The sender behaves as a careful
-client must under faults:
-
-* every message gets a ``client_id`` once, and keeps it through every retry;
-* it stays *unacked* until a ``message.ack`` names it; on a disconnect, an ``error``
-  frame, or an ack that takes longer than ``ack_timeout``, the sender drops the socket,
-  reconnects with ``?after=<last seq seen>`` (to any of the servers it knows, starting
-  with its own) and resends every unacked message with its original ``client_id``;
-* at most ``window`` messages are in flight (sent, not acked); later ones wait in an
-  outbox, as in a real app. Without that bound a client that fell behind would resend
-  its whole backlog on every reconnect, and an overloaded server would never catch up
-  (a retry storm). The ack timeout doubles while no ack arrives, up to 30 s.
-
-The recipient counts every ``message.new``: *live* once ``sync.done`` has been seen on
-the socket, *replay* between a reconnect and its ``sync.done``. It reconnects with
-``?after=<last seq delivered>`` when the socket closes or stays silent (no ``pong``)
-for ``stall_timeout``. Both may also *churn*: close and reconnect every few seconds.
-
-At the end :func:`reconcile` reads the stored history over HTTP and checks that every
-message sent is stored once, acked with its stored ``id``/``seq``, and delivered once,
-in ``seq`` order.
-"""
+"""The retrying PROTOCOL.md client of the faults and the soak, and the bookkeeping that
+reconciles what it saw with the stored history (reliability/README.md, "The client")."""
 
 from __future__ import annotations
 
@@ -37,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 
-from bench.loadgen import http_json
+from tests.support import http_json, open_dm
 
 TEXT = "reliability message"
 RECONNECT_BACKOFF_MIN = 0.1
@@ -62,7 +39,6 @@ class Msg:
     ack_at: float | None = None
     ack_id: int | None = None
     ack_seq: int | None = None
-    acks: int = 0
     ack_mismatch: int = 0
     delivered_at: float | None = None
     delivered_via: str = ""
@@ -132,7 +108,6 @@ class Peer:
         self.generation = 0
         self.ready = False
         self.stopping = False
-        self.connected_once = False
         self.last_seq = 0
         self.next_churn = 0.0
 
@@ -144,20 +119,15 @@ class Peer:
         while True:
             url = self.endpoint.url(self.other["account"], self.after())
             try:
-                conn = await connect(
+                return await open_dm(
                     url,
-                    additional_headers={"Authorization": f"Bearer {self.me['token']}"},
-                    open_timeout=5,
+                    self.me["token"],
+                    5,
                     close_timeout=1,
                     ping_interval=None,
                     max_size=1 << 22,
                     max_queue=None,
                 )
-                first = orjson.loads(await asyncio.wait_for(conn.recv(), 5))
-                if first.get("type") != "room.joined":
-                    await conn.close()
-                    raise RuntimeError(f"expected room.joined, got {first}")
-                return conn
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -175,9 +145,8 @@ class Peer:
             except Exception:
                 return
             self.generation += 1
-            if self.connected_once:
+            if self.generation > 1:
                 self.stats.count(self.stats.reconnects, self.role)
-            self.connected_once = True
             if self.churn:
                 self.next_churn = now() + self.rng.uniform(*self.churn)
             try:
@@ -226,13 +195,12 @@ class Peer:
 class Sender(Peer):
     role = "sender"
 
-    def __init__(
-        self, *args: Any, ack_timeout: float = 3.0, window: int = 5, **kwargs: Any
-    ) -> None:
+    window = 5  # messages in flight at most
+
+    def __init__(self, *args: Any, ack_timeout: float = 3.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.ack_timeout = ack_timeout
         self.timeout = ack_timeout  # grows while acks do not come
-        self.window = window
         self.unacked: dict[str, Msg] = {}  # in order; the first ``window`` are in flight
         self.index = 0
         self.last_ack = 0.0
@@ -282,7 +250,6 @@ class Sender(Peer):
             if msg is None:
                 self.stats.count(self.stats.errors, "ack_unknown")
                 return
-            msg.acks += 1
             if msg.ack_at is None:
                 msg.ack_at, msg.ack_id, msg.ack_seq = now(), frame["id"], frame["seq"]
                 self.stats.ack_times.append(msg.ack_at)
@@ -313,16 +280,11 @@ class Sender(Peer):
 class Recipient(Peer):
     role = "recipient"
 
-    def __init__(
-        self,
-        *args: Any,
-        ping_every: float = 2.0,
-        stall_timeout: float = 10.0,
-        **kwargs: Any,
-    ) -> None:
+    ping_every = 2.0
+    stall_timeout = 10.0  # seconds without a frame before reconnecting
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.ping_every = ping_every
-        self.stall_timeout = stall_timeout
         self.high = 0  # every seq up to here delivered, in order
         self.in_sync = False
         self.last_frame = 0.0
@@ -390,7 +352,6 @@ class Load:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     started: float = 0.0
     sending_ended: float = 0.0
-    drained_at: float | None = None
 
     async def start(self) -> None:
         n = len(self.bases)
@@ -449,7 +410,6 @@ class Load:
         deadline = now() + timeout
         while now() < deadline:
             if self.settled():
-                self.drained_at = now()
                 # a moment more, so that a late duplicate would still be seen
                 await asyncio.sleep(0.5)
                 return True

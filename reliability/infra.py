@@ -1,8 +1,6 @@
-"""The services a fault breaks: a private Redis, a private PostgreSQL cluster, server
-processes that can be killed and restarted on the same port, a SQLite lock holder.
+"""What a fault breaks beyond :mod:`tests.support`'s servers and Redis: a private
+PostgreSQL cluster, a SQLite lock holder; and what the soak samples.
 
-Everything is started through a :class:`bench.procs.Stack`, which stops it when the
-run ends (the PostgreSQL cluster through a cleanup, since ``pg_ctl`` detaches it).
 Nothing here touches the shared PostgreSQL on 5432 or the shared Redis on 6379.
 """
 
@@ -13,9 +11,7 @@ import glob
 import os
 import pwd
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,118 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.procs import (
-    PY,
-    ROOT,
-    Proc,
-    Server,
-    Stack,
-    free_port,
-    server_command,
-    wait_for_port,
-)
-
-
-def _log_tail(path: Path, lines: int = 30) -> str:
-    with contextlib.suppress(OSError):
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    return ""
-
-
-# --- Redis -------------------------------------------------------------------------------
-
-
-def redis_binary() -> str | None:
-    return shutil.which("redis-server")
-
-
-@dataclass
-class PrivateRedis:
-    """A ``redis-server`` of our own on a fixed free port: SIGKILL it, start it again."""
-
-    stack: Stack
-    port: int = 0
-    proc: Proc | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> PrivateRedis:
-        self.port = self.port or free_port()
-        binary = redis_binary() or "redis-server"
-        cmd = [binary, "--port", str(self.port), "--bind", "127.0.0.1"]
-        cmd += ["--save", "", "--appendonly", "no", "--maxclients", "10000"]
-        self.proc = self.stack.spawn(f"redis-{self.port}", cmd)
-        wait_for_port(self.port, self.proc.popen)
-        return self
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, every connection reset, all data gone."""
-        assert self.proc is not None
-        self.proc.popen.send_signal(signal.SIGKILL)
-        self.proc.popen.wait(10)
-
-    def used_memory(self) -> int | None:
-        import redis
-
-        client = redis.Redis(port=self.port, socket_timeout=2)
-        try:
-            info: Any = client.info("memory")
-            return int(info["used_memory"])
-        except Exception:
-            return None
-        finally:
-            client.close()
-
-
-# --- Server processes ------------------------------------------------------------------------
-
-
-def start_servers(
-    stack: Stack, env: dict[str, str], count: int, kind: str = "daphne"
-) -> list[Server]:
-    """``count`` servers started at once (each takes seconds to import Django)."""
-    ports = [free_port() for _ in range(count)]
-    procs = [stack.spawn(f"{kind}-{p}", server_command(kind, p), env) for p in ports]
-    servers = []
-    for port, proc in zip(ports, procs, strict=True):
-        try:
-            wait_for_port(port, proc.popen, timeout=60)
-        except Exception:
-            print(proc.log_tail(), file=sys.stderr)
-            raise
-        servers.append(Server(kind, port, proc))
-    return servers
-
-
-def kill_server(server: Server) -> None:
-    server.proc.popen.send_signal(signal.SIGKILL)
-    server.proc.popen.wait(10)
-
-
-def restart_server(stack: Stack, server: Server, env: dict[str, str]) -> Server:
-    """A new process on the same port (the old one must be dead)."""
-    proc = stack.spawn(
-        f"{server.kind}-{server.port}", server_command(server.kind, server.port), env
-    )
-    try:
-        wait_for_port(server.port, proc.popen, timeout=60)
-    except Exception:
-        print(proc.log_tail(), file=sys.stderr)
-        raise
-    return Server(server.kind, server.port, proc)
-
-
-# --- PostgreSQL ------------------------------------------------------------------------------
+from bench.procs import rss_bytes
+from tests.support import PY, ROOT, RedisServer, Stack, free_port
 
 
 def postgres_bindir() -> str | None:
     """The directory with ``initdb``, ``pg_ctl`` and ``postgres``, if installed."""
-    candidates = []
     initdb = shutil.which("initdb")
-    if initdb:
-        candidates.append(str(Path(os.path.realpath(initdb)).parent))
+    candidates = [str(Path(os.path.realpath(initdb)).parent)] if initdb else []
     candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
     for directory in candidates:
         if all(os.access(f"{directory}/{b}", os.X_OK) for b in ("initdb", "pg_ctl", "postgres")):
@@ -158,7 +50,8 @@ def _as_postgres() -> tuple[Callable[[], None] | None, int | None, int | None]:
 
 @dataclass
 class PrivateCluster:
-    """A throwaway PostgreSQL cluster (initdb into a temp dir) on a free port."""
+    """A throwaway PostgreSQL cluster (initdb into a temp dir) on a free port; the
+    stack destroys it (``pg_ctl`` detaches it from us)."""
 
     stack: Stack
     port: int = 0
@@ -169,24 +62,22 @@ class PrivateCluster:
     def admin_url(self) -> str:
         return f"postgres://postgres@127.0.0.1:{self.port}/postgres"
 
-    def url(self, database: str) -> str:
-        return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
-
-    def _run(self, *args: str, timeout: float = 120) -> None:
-        demote, _, _ = _as_postgres()
+    def _run(self, *args: str) -> None:
         assert self.directory is not None
         result = subprocess.run(
             [f"{self.bindir}/{args[0]}", *args[1:]],
             cwd=self.directory,
-            preexec_fn=demote,
+            preexec_fn=_as_postgres()[0],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            timeout=timeout,
+            timeout=120,
             env={**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"},
         )
         if result.returncode != 0:
-            log = _log_tail(self.directory / "server.log")
+            log = ""
+            with contextlib.suppress(OSError):
+                log = (self.directory / "server.log").read_text(errors="replace")[-3000:]
             raise RuntimeError(f"{args[0]} failed ({result.returncode}): {result.stdout}\n{log}")
 
     def init(self) -> PrivateCluster:
@@ -200,17 +91,8 @@ class PrivateCluster:
         if uid is not None and gid is not None:
             os.chown(self.directory, uid, gid)
         self.stack.cleanups.append(self.destroy)
-        self._run(
-            "initdb",
-            "-D",
-            str(self.directory / "data"),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        )
+        data = str(self.directory / "data")
+        self._run("initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
         self.start()
         return self
 
@@ -220,19 +102,9 @@ class PrivateCluster:
             f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
             "-c fsync=off -c full_page_writes=off -c max_connections=200"
         )
-        self._run(
-            "pg_ctl",
-            "-D",
-            str(self.directory / "data"),
-            "-l",
-            str(self.directory / "server.log"),
-            "-o",
-            options,
-            "-w",
-            "-t",
-            "60",
-            "start",
-        )
+        log = str(self.directory / "server.log")
+        data = str(self.directory / "data")
+        self._run("pg_ctl", "-D", data, "-l", log, "-o", options, "-w", "-t", "60", "start")
 
     def stop(self, mode: str = "fast") -> None:
         """``fast``: roll back open transactions, close every connection, shut down."""
@@ -252,7 +124,7 @@ class PrivateCluster:
 
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
-        return self.url(name)
+        return f"postgres://postgres@127.0.0.1:{self.port}/{name}"
 
 
 def pg_connections(admin_url: str, database: str) -> int | None:
@@ -269,8 +141,6 @@ def pg_connections(admin_url: str, database: str) -> int | None:
         return None
 
 
-# --- SQLite ----------------------------------------------------------------------------------
-
 _LOCKER = """
 import sqlite3, sys, time
 conn = sqlite3.connect(sys.argv[1], timeout=60, isolation_level=None)
@@ -283,45 +153,35 @@ print("released", flush=True)
 
 
 def hold_sqlite_lock(path: str, seconds: float) -> tuple[float, float]:
-    """Another process holds ``BEGIN EXCLUSIVE`` on ``path`` for ``seconds``.
-
-    Returns the monotonic times the lock was taken and released.
-    """
+    """Another process holds ``BEGIN EXCLUSIVE`` on ``path`` for ``seconds``; the
+    monotonic times the lock was taken and released."""
     proc = subprocess.Popen(
-        [PY, "-c", _LOCKER, path, str(seconds)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
+        [PY, "-c", _LOCKER, path, str(seconds)], cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
     assert proc.stdout is not None
-    line = proc.stdout.readline().strip()
-    taken = time.monotonic()
-    if line != "locked":
-        proc.wait(10)
-        raise RuntimeError(f"lock holder failed: {line!r}")
-    line = proc.stdout.readline().strip()
-    released = time.monotonic()
+    times = []
+    for expected in ("locked", "released"):
+        line = proc.stdout.readline().strip()
+        times.append(time.monotonic())
+        if line != expected:
+            proc.wait(10)
+            raise RuntimeError(f"lock holder: {line!r} instead of {expected!r}")
     proc.wait(10)
-    if line != "released":
-        raise RuntimeError(f"lock holder did not release: {line!r}")
-    return taken, released
-
-
-# --- Sampling ----------------------------------------------------------------------------------
-
-
-def fd_count(pid: int) -> int | None:
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return None
+    return times[0], times[1]
 
 
 def process_sample(pid: int) -> dict[str, Any]:
-    from bench.procs import rss_bytes
+    """A process's resident memory (MB) and open file descriptors, None if unreadable."""
+    sample: dict[str, Any] = {"rss_mb": None, "fds": None}
+    with contextlib.suppress(OSError):
+        sample["rss_mb"] = round(rss_bytes(pid) / 2**20, 1)
+    with contextlib.suppress(OSError):
+        sample["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
+    return sample
 
+
+def redis_used_mb(redis: RedisServer) -> float | None:
     try:
-        rss: int | None = rss_bytes(pid)
-    except OSError:
-        rss = None
-    return {"rss_mb": None if rss is None else round(rss / 2**20, 1), "fds": fd_count(pid)}
+        return round(int(redis.info("memory")["used_memory"]) / 2**20, 2)
+    except Exception:
+        return None

@@ -1,6 +1,6 @@
 """The four faults and the soak, each during steady traffic from retrying clients.
 
-Each scenario takes a :class:`bench.procs.Stack` (which stops whatever it starts) and a
+Each scenario takes a :class:`tests.support.Stack` (which stops whatever it starts) and a
 :class:`Plan`, and returns a JSON-able dict: the reconciled counts of
 :func:`reliability.client.reconcile`, the fault's window and the recovery times.
 """
@@ -10,25 +10,22 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bench.procs import Server, Stack, migrate, server_env
+from bench.procs import server_env
 from reliability.client import Load, now, reconcile, recovery
 from reliability.infra import (
     PrivateCluster,
-    PrivateRedis,
     hold_sqlite_lock,
-    kill_server,
     pg_connections,
     process_sample,
-    restart_server,
-    start_servers,
+    redis_used_mb,
 )
-
-PASSWORD = "reliability-correct-horse-battery"
+from tests.support import Stack, free_port, migrate, signup
 
 
 @dataclass
@@ -53,24 +50,11 @@ def say(text: str) -> None:
 
 
 def signup_pairs(http_base: str, count: int) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """``2 * count`` new accounts (``POST /api/auth/signup``), a few at a time: each
-    costs the server a PBKDF2 hash."""
-    import uuid
+    """``2 * count`` new accounts, four at a time (each costs the server a PBKDF2 hash)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from reliability.client import http_json
-
-    def one(_: int) -> dict[str, Any]:
-        account = f"rel_{uuid.uuid4().hex[:12]}"
-        status, body = http_json(
-            "POST", f"{http_base}/api/auth/signup", {"account": account, "password": PASSWORD}
-        )
-        if status != 201:
-            raise RuntimeError(f"signup: {status} {body}")
-        return {"account": account, "token": body["token"], "id": body["user"]["id"]}
-
     with ThreadPoolExecutor(4) as pool:
-        users = list(pool.map(one, range(2 * count)))
+        users = list(pool.map(lambda _: signup(http_base, prefix="rel_"), range(2 * count)))
     return [(users[2 * i], users[2 * i + 1]) for i in range(count)]
 
 
@@ -85,7 +69,7 @@ async def run_with_fault(
     bases: list[str],
     http_base: Callable[[], str],
     plan: Plan,
-    fault: Callable[[], tuple[float, float]] | None,
+    fault: Callable[[], tuple[float, float]],
 ) -> dict[str, Any]:
     """Traffic for ``plan.seconds``; ``fault()`` (blocking, in a thread) at ``fault_at``.
 
@@ -97,18 +81,15 @@ async def run_with_fault(
     load = Load(bases, pairs, churn=plan.churn, ack_timeout=plan.ack_timeout)
     await load.start()
     say(f"traffic: {plan.rate:g} msg/s for {plan.seconds:g} s")
-    window: tuple[float, float] | None = None
     try:
 
-        async def inject() -> tuple[float, float] | None:
-            if fault is None:
-                return None
+        async def inject() -> tuple[float, float]:
             await asyncio.sleep(plan.fault_at)
             return await asyncio.to_thread(fault)
 
         fault_task = asyncio.create_task(inject())
         await load.drive(plan.rate, plan.seconds)
-        window = await fault_task
+        start, end = await fault_task
         say("draining")
         drained = await load.drain(plan.drain)
     finally:
@@ -118,22 +99,18 @@ async def run_with_fault(
     result["drained"] = drained
     result["plan"] = asdict(plan)
     result["load_average_1m"] = round(os.getloadavg()[0], 1)  # a shared machine's noise
-    t0 = load.started
-    if window is not None:
-        start, end = window
-        result["fault"] = {"start_s": round(start - t0, 3), "end_s": round(end - t0, 3)}
-        result["recovery"] = recovery(load, end)
-        result["longest_ack_gap_s"] = _gaps(load.stats.ack_times, start, load.sending_ended)
-        result["longest_delivery_gap_s"] = _gaps(
-            load.stats.delivery_times, start, load.sending_ended
-        )
+    t0, ended = load.started, load.sending_ended
+    result["fault"] = {"start_s": round(start - t0, 3), "end_s": round(end - t0, 3)}
+    result["recovery"] = recovery(load, end)
+    result["longest_ack_gap_s"] = _gaps(load.stats.ack_times, start, ended)
+    result["longest_delivery_gap_s"] = _gaps(load.stats.delivery_times, start, ended)
     return result
 
 
 def new_database(stack: Stack, kind: str) -> str:
     """A fresh, migrated database: ``postgres`` (on the shared server) or ``sqlite``."""
     url = stack.postgres_database() if kind == "postgres" else stack.sqlite_database("faults")
-    migrate(stack, server_env(url))
+    migrate(server_env(url))
     return url
 
 
@@ -142,14 +119,13 @@ def new_database(stack: Stack, kind: str) -> str:
 
 def fault_redis(stack: Stack, plan: Plan, database_url: str) -> dict[str, Any]:
     """Two servers share a private Redis, which gets SIGKILL and a restart."""
-    redis = PrivateRedis(stack).start()
-    env = server_env(database_url, redis.url)
-    servers = start_servers(stack, env, 2)
+    redis = stack.redis()
+    servers = stack.servers("daphne", server_env(database_url, redis.url), 2)
 
     def fault() -> tuple[float, float]:
         say(f"SIGKILL redis-server on port {redis.port}")
         start = now()
-        redis.kill()
+        redis.stop()
         time.sleep(plan.down)
         redis.start()
         say("redis-server restarted (empty)")
@@ -166,23 +142,20 @@ def fault_redis(stack: Stack, plan: Plan, database_url: str) -> dict[str, Any]:
 
 def fault_server(stack: Stack, plan: Plan, database_url: str) -> dict[str, Any]:
     """One of two servers gets SIGKILL; its clients fail over; it is restarted."""
-    redis = PrivateRedis(stack).start()
-    env = server_env(database_url, redis.url)
-    servers = start_servers(stack, env, 2)
-    alive: list[Server] = list(servers)
+    redis = stack.redis()
+    servers = stack.servers("daphne", server_env(database_url, redis.url), 2)
 
     def fault() -> tuple[float, float]:
-        victim = alive[0]
-        say(f"SIGKILL server on port {victim.port}")
+        say(f"SIGKILL server on port {servers[0].port}")
         start = now()
-        kill_server(victim)
+        servers[0].stop(signal.SIGKILL)
         time.sleep(plan.down)
-        alive[0] = restart_server(stack, victim, env)
+        servers[0].start()
         say("server restarted")
         return start, now()
 
     bases = [s.ws for s in servers]
-    result = asyncio.run(run_with_fault(bases, lambda: alive[1].http, plan, fault))
+    result = asyncio.run(run_with_fault(bases, lambda: servers[1].http, plan, fault))
     result["setup"] = "2 daphne, private Redis, clients fail over, " + _db_kind(database_url)
     return result
 
@@ -194,10 +167,10 @@ def fault_postgres(stack: Stack, plan: Plan) -> dict[str, Any]:
     """A private PostgreSQL cluster is shut down (fast) and started again."""
     cluster = PrivateCluster(stack).init()
     database_url = cluster.create_database()
-    redis = PrivateRedis(stack).start()
+    redis = stack.redis()
     env = server_env(database_url, redis.url)
-    migrate(stack, env)
-    servers = start_servers(stack, env, 2)
+    migrate(env)
+    servers = stack.servers("daphne", env, 2)
 
     def fault() -> tuple[float, float]:
         say(f"pg_ctl stop -m fast (port {cluster.port})")
@@ -221,8 +194,8 @@ def fault_sqlite(stack: Stack, plan: Plan) -> dict[str, Any]:
     """The embedded configuration; another process holds ``BEGIN EXCLUSIVE``."""
     path = stack.tmp / "embedded.sqlite3"
     env = server_env(f"sqlite:///{path}")
-    migrate(stack, env)
-    servers = start_servers(stack, env, 1)
+    migrate(env)
+    servers = stack.servers("daphne", env, 1)
 
     def fault() -> tuple[float, float]:
         say(f"BEGIN EXCLUSIVE on {path.name} for {plan.down} s")
@@ -260,12 +233,9 @@ def soak(
     """Two servers (PostgreSQL or SQLite + a private Redis), steady traffic with churn,
     and samples of each server's memory and file descriptors, the database's
     connections and Redis's memory."""
-    redis = PrivateRedis(stack).start()
-    env = server_env(database_url, redis.url)
-    servers = start_servers(stack, env, 2)
+    redis = stack.redis()
+    servers = stack.servers("daphne", server_env(database_url, redis.url), 2)
     if nginx:
-        from bench.procs import free_port
-
         port = free_port()
         stack.nginx(port, [s.port for s in servers])
         bases = [f"ws://127.0.0.1:{port}"]
@@ -280,11 +250,10 @@ def soak(
     def sample(label: str) -> None:
         row: dict[str, Any] = {"label": label, "t": round(now() - started[0], 1)}
         for i, server in enumerate(servers):
-            row[f"server{i}"] = process_sample(server.proc.pid)
+            row[f"server{i}"] = process_sample(server.pid)
         if database and pg_admin_url:
             row["pg_connections"] = pg_connections(pg_admin_url, database)
-        used = redis.used_memory()
-        row["redis_used_mb"] = None if used is None else round(used / 2**20, 2)
+        row["redis_used_mb"] = redis_used_mb(redis)
         if load_ref:
             msgs = load_ref[0].msgs
             row["sent"] = len(msgs)

@@ -15,11 +15,10 @@ from typing import Any
 
 import pytest
 
-from bench.procs import Stack
 from reliability import scenarios
-from reliability.infra import postgres_bindir, redis_binary
+from reliability.infra import postgres_bindir
 from reliability.report import clean
-from tests.support import need
+from tests.support import Stack, need, redis_server_binary
 
 pytestmark = [pytest.mark.live, pytest.mark.timeout(120)]
 
@@ -46,7 +45,7 @@ def assert_recovered(result: dict[str, Any]) -> None:
 
 
 def test_redis_killed_and_restarted_under_two_servers(stack, live_database_url):
-    need(redis_binary() is not None, "needs the redis-server binary")
+    need(redis_server_binary() is not None, "needs the redis-server binary")
     result = scenarios.fault_redis(stack, scenarios.SHORT, live_database_url)
     assert_recovered(result)
     # Redis down never stops sends: they are acked all along (PROTOCOL.md guarantee 5)
@@ -54,7 +53,7 @@ def test_redis_killed_and_restarted_under_two_servers(stack, live_database_url):
 
 
 def test_server_killed_clients_fail_over_and_resume(stack, live_database_url):
-    need(redis_binary() is not None, "needs the redis-server binary")
+    need(redis_server_binary() is not None, "needs the redis-server binary")
     plan = replace(scenarios.SHORT, seconds=10.0)  # the restart itself takes seconds
     result = scenarios.fault_server(stack, plan, live_database_url)
     assert_recovered(result)
@@ -68,7 +67,7 @@ def test_postgres_restarted(stack):
             pwd.getpwnam("postgres")
         except KeyError:
             need(False, "running as root needs a 'postgres' user to run PostgreSQL as")
-    need(redis_binary() is not None, "needs the redis-server binary")
+    need(redis_server_binary() is not None, "needs the redis-server binary")
     result = scenarios.fault_postgres(stack, scenarios.SHORT)
     assert_recovered(result)
 

@@ -9,11 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.procs import Stack
 from reliability import scenarios
-from reliability.infra import redis_binary
 from reliability.report import clean
-from tests.support import need
+from tests.support import Stack, need, redis_server_binary
 
 pytestmark = [pytest.mark.live, pytest.mark.timeout(120)]
 
@@ -25,7 +23,7 @@ def stack() -> Iterator[Stack]:
 
 
 def test_soak_with_churn_loses_nothing_and_leaks_nothing(stack, live_database_url):
-    need(redis_binary() is not None, "needs the redis-server binary")
+    need(redis_server_binary() is not None, "needs the redis-server binary")
     plan = scenarios.Plan(
         rate=20.0, pairs=6, seconds=18.0, churn=(1.0, 3.0), sample_every=3.0, drain=30.0
     )
