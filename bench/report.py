@@ -348,6 +348,27 @@ def cpu_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def send_path_table(results: dict[str, Any]) -> str:
+    scaled = results.get("scaled") or {}
+    orm = scaled.get("orm_send_fixed")
+    if not orm:
+        return ""
+    name = f"{orm['server']}+{orm['layer']}"
+    statement = scaled.get("configs", {}).get(name, {}).get("fixed")
+    if not statement:
+        return ""
+    lines = [
+        "| send stored by | at rate /s | delivery p99 | lost | server processes' CPU ms / message |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for label, r in (("one statement (default)", statement), ("the ORM", orm)):
+        lines.append(
+            f"| {label} | {r['rate_target']:.0f} | {_fmt(_p99(r), ' ms')} | {r['lost']} | "
+            f"{_fmt(r.get('server_cpu_ms_per_message'))} |"
+        )
+    return "\n".join(lines)
+
+
 def redis_table(results: dict[str, Any]) -> str:
     sc = results.get("scaled")
     if not sc:
@@ -615,6 +636,17 @@ def generated_section(results: dict[str, Any], plot_name: str) -> str:
                 "",
                 cpu,
             ]
+    send_path = send_path_table(results)
+    if send_path:
+        parts += [
+            "",
+            "### The PostgreSQL send statement against the ORM",
+            "",
+            "The production default at the fixed rate, once with each way of storing a send "
+            "(`DIRECT_MESSAGES['SEND_STATEMENT']`; docs/install.md), in this run.",
+            "",
+            send_path,
+        ]
     if results.get("scaled"):
         parts += [
             "",

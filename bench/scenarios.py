@@ -311,8 +311,10 @@ class Scaled:
         # Through nginx; the node hint puts each pair's two sockets on different processes.
         return loadgen.Target(f"ws://{self.lb}/ws/dm/{{account}}/?node={{node}}", ("a", "b"))
 
-    def start_servers(self, kind: str, layer: str, app: str = APP) -> list[LiveServer]:
-        env = server_env(self.db, self.redis.url, CHANNEL_LAYER=layer)
+    def start_servers(
+        self, kind: str, layer: str, app: str = APP, **extra: str
+    ) -> list[LiveServer]:
+        env = server_env(self.db, self.redis.url, CHANNEL_LAYER=layer, **extra)
         return self.stack.servers(kind, env, self.ports, app)
 
     def sweep(self, servers: list[LiveServer], opts: Options) -> dict[str, Any]:
@@ -350,9 +352,19 @@ def scaled(stack: Stack, opts: Options) -> dict[str, Any]:
                     sc.target(), pairs, opts.fixed_rate, opts, sc.redis, cpu_pids=pids
                 )
                 out["configs"][name] = result
+    # The same production default with sends stored through the ORM instead of the send
+    # statement (direct_messages/send_pg.py): what the statement saves, in this run.
+    kind = "uvicorn" if "uvicorn" in opts.servers else opts.servers[0]
+    orm = sc.start_servers(kind, "pubsub", DM_SEND_STATEMENT="false")
+    with stack.running(orm):
+        say(f"scaled {kind}+pubsub, sends through the ORM (SEND_STATEMENT off)")
+        pids = [s.pid for s in orm]
+        procs.wait_quiet(pids)
+        out["orm_send_fixed"] = load_once(
+            sc.target(), sc.ensure_pairs(opts), opts.fixed_rate, opts, sc.redis, cpu_pids=pids
+        ) | {"server": kind, "layer": "pubsub"}
     # The framework ceiling on the production default (uvicorn, pub/sub): what Channels
     # and Django's database layer cost with nothing of the product on top.
-    kind = "uvicorn" if "uvicorn" in opts.servers else opts.servers[0]
     ceiling = sc.start_servers(kind, "pubsub", app=CEILING_APP)
     with stack.running(ceiling):
         say(f"scaled ceiling: the floor's relay as a Channels consumer on {kind}+pubsub")

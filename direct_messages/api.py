@@ -21,6 +21,9 @@ from direct_messages.schemas import (
     ReadIn,
     SearchPage,
     Seq,
+    history_page_out,
+    inbox_page_out,
+    search_page_out,
 )
 
 router = Router(tags=["direct messages"])
@@ -46,9 +49,10 @@ class HistoryQuery(Schema):
 # By alias: a Conversation's ``with`` is ``with_`` in Python.
 @router.get("/inbox", response={200: InboxPage, **errors(400, 401)}, by_alias=True)
 def inbox(request: HttpRequest, query: Query[InboxQuery]) -> dict[str, Any]:
-    return selectors.inbox_list(
+    page = selectors.inbox_list(
         user=request.user, folder=query.folder, cursor=query.cursor, limit=query.limit
     )
+    return inbox_page_out(page)
 
 
 # Full-text search reads far more than a page of history: limited per user (history and
@@ -68,12 +72,15 @@ def messages(request: HttpRequest, account: str, query: Query[HistoryQuery]) -> 
     other = services.peer_resolve(request.user, account, allow_blocked=True)
     if query.q is not None:
         search_allowed(request)
-        return selectors.message_search(
-            user=request.user, other=other, text=query.q, cursor=query.cursor, limit=query.limit
+        return search_page_out(
+            selectors.message_search(
+                user=request.user, other=other, text=query.q, cursor=query.cursor, limit=query.limit
+            )
         )
-    return selectors.message_list(
+    page = selectors.message_list(
         user=request.user, other=other, before=query.before, after=query.after, limit=query.limit
     )
+    return history_page_out(page)
 
 
 @router.post(
@@ -161,6 +168,7 @@ class SearchQuery(Schema):
 @router.get("/search", response={200: SearchPage, **errors(400, 401, 429)})
 def search(request: HttpRequest, query: Query[SearchQuery]) -> dict[str, Any]:
     search_allowed(request)
-    return selectors.message_search(
+    page = selectors.message_search(
         user=request.user, text=query.q, cursor=query.cursor, limit=query.limit
     )
+    return search_page_out(page)

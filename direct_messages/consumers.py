@@ -39,7 +39,7 @@ from direct_messages.errors import (
 )
 from direct_messages.ratelimit import FrameBudget
 from direct_messages.rooms import auth_group, inbox_group, pair_room_key, presence_group
-from direct_messages.schemas import frame_ref, parse_frame, seq_parse, user_out
+from direct_messages.schemas import frame_ref, message_out, parse_frame, seq_parse, user_out
 
 logger = logging.getLogger(__name__)
 
@@ -391,10 +391,10 @@ class DirectMessageConsumer(FrameConsumer):
                     return
                 self.cleared_seq = state["cleared_seq"]
             page = await in_thread(selectors.messages_after)(
-                room_id=self.room_id, room_key=self.room_key, after=self.high, upto=upto
+                room_id=self.room_id, after=self.high, upto=upto
             )
             for message in page:
-                await self.deliver(message, fill=False)
+                await self.deliver(message_out(message, self.room_key), fill=False)
             if len(page) < selectors.PAGE_MAX:
                 return
 

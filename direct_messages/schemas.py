@@ -295,6 +295,24 @@ def conversation_out(
     }
 
 
+def history_page_out(page: Any) -> dict[str, Any]:
+    """A :class:`selectors.Page` of history as ``HistoryPage``."""
+    results = [message_out(m, page.room) for m in page.rows]
+    return {"room": page.room, "results": results, "has_more": page.has_more}
+
+
+def search_page_out(page: Any) -> dict[str, Any]:
+    """A :class:`selectors.Page` of search hits (rooms loaded) as ``SearchPage``."""
+    results = [message_out(m, m.room.key) for m in page.rows]
+    return {"results": results, "next_cursor": page.next_cursor}
+
+
+def inbox_page_out(page: Any) -> dict[str, Any]:
+    """A :class:`selectors.Page` of ``(member, last message)`` as ``InboxPage``."""
+    results = [conversation_out(member, last) for member, last in page.rows]
+    return {"results": results, "next_cursor": page.next_cursor}
+
+
 # --- Users and tokens -------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection
@@ -22,9 +23,22 @@ from direct_messages.models import (
     RoomMember,
 )
 from direct_messages.rooms import pair_room_key
-from direct_messages.schemas import INT64_MAX, conversation_out, message_out
+from direct_messages.schemas import INT64_MAX
 
 PAGE_MAX = 200
+
+
+@dataclass
+class Page:
+    """What a read returns; the transports render it (``schemas.*_page_out``).
+
+    ``rows``: messages (history, search) or ``(member, last message or None)`` pairs
+    (the inbox), loaded with what rendering reads."""
+
+    rows: list[Any]
+    has_more: bool = False
+    next_cursor: str | None = None
+    room: str = ""
 
 
 def clamp_limit(limit: int, default: int) -> int:
@@ -62,13 +76,13 @@ def room_state(user: Any, other: Any) -> dict[str, Any]:
 
 def message_list(
     *, user: Any, other: Any, before: int | None = None, after: int | None = None, limit: int = 50
-) -> dict[str, Any]:
+) -> Page:
     """A page of history, ascending by ``seq``: the newest, before or after a seq."""
     key = pair_room_key(user.pk, other.pk)
     limit = clamp_limit(limit, 50)
     member = RoomMember.objects.filter(room__key=key, user=user).first()
     if member is None:
-        return {"room": key, "results": [], "has_more": False}
+        return Page([], room=key)
     qs = messages_with_related(
         DirectMessage.objects.filter(room_id=member.room_id, seq__gt=member.cleared_seq)
     )
@@ -82,18 +96,17 @@ def message_list(
         rows = list(qs.order_by("-seq")[: limit + 1])
         has_more = len(rows) > limit
         rows = rows[:limit][::-1]
-    return {"room": key, "results": [message_out(m, key) for m in rows], "has_more": has_more}
+    return Page(rows, has_more=has_more, room=key)
 
 
 def messages_after(
-    *, room_id: int, room_key: str, after: int, limit: int = PAGE_MAX, upto: int | None = None
-) -> list[dict[str, Any]]:
-    """Messages with ``after < seq (<= upto)`` as wire objects, for replay and gap filling."""
+    *, room_id: int, after: int, limit: int = PAGE_MAX, upto: int | None = None
+) -> list[DirectMessage]:
+    """Messages with ``after < seq (<= upto)``, for replay and gap filling."""
     qs = DirectMessage.objects.filter(room_id=room_id, seq__gt=after)
     if upto is not None:
         qs = qs.filter(seq__lte=upto)
-    rows = messages_with_related(qs).order_by("seq")[:limit]
-    return [message_out(m, room_key) for m in rows]
+    return list(messages_with_related(qs).order_by("seq")[:limit])
 
 
 def room_last_seq(room_id: int) -> int:
@@ -136,7 +149,7 @@ def _decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
 
 def inbox_list(
     *, user: Any, folder: str = "primary", cursor: str | None = None, limit: int = 20
-) -> dict[str, Any]:
+) -> Page:
     """The user's conversations, most recent activity first, keyset-paginated."""
     limit = clamp_limit(limit, 20)
     qs = RoomMember.objects.filter(user=user, visible=True, is_request=(folder == "requests"))
@@ -157,16 +170,11 @@ def inbox_list(
     last_messages = {
         m.pk: m for m in messages_with_related(DirectMessage.objects.filter(pk__in=last_ids))
     }
-    results = [
-        conversation_out(
-            m,
-            last_messages.get(m.room.last_message_id)  # type: ignore[arg-type]
-            if m.room.last_seq > m.cleared_seq
-            else None,
-        )
+    rows = [
+        (m, last_messages.get(m.room.last_message_id) if m.room.last_seq > m.cleared_seq else None)  # type: ignore[arg-type]
         for m in members
     ]
-    return {"results": results, "next_cursor": _encode_cursor(members[-1]) if has_more else None}
+    return Page(rows, next_cursor=_encode_cursor(members[-1]) if has_more else None)
 
 
 def _search_filter(qs: QuerySet[DirectMessage], text: str) -> QuerySet[DirectMessage]:
@@ -202,7 +210,7 @@ def _cursor_value(cursor: str | None) -> int | None:
 
 def message_search(
     *, user: Any, text: str, other: Any = None, cursor: str | None = None, limit: int = 50
-) -> dict[str, Any]:
+) -> Page:
     """``user``'s messages matching ``text``, newest first; not cleared, not unsent.
 
     Ids first, rows second: the matching query selects only ids (ordered through the
@@ -220,7 +228,7 @@ def message_search(
         member = RoomMember.objects.filter(room__key=pair_room_key(user.pk, other.pk), user=user)
         found = member.values_list("room_id", "cleared_seq").first()
         if found is None:
-            return {"results": [], "next_cursor": None}
+            return Page([])
         room_id, cleared_seq = found
         qs = DirectMessage.objects.filter(room_id=room_id, seq__gt=cleared_seq)
         key, order = "seq", "-seq"
@@ -252,10 +260,7 @@ def message_search(
         DirectMessage.objects.filter(pk__in=[pk for pk, _ in hits]).select_related("room")
     )
     by_pk = {m.pk: m for m in rows}
-    return {
-        "results": [message_out(by_pk[pk], by_pk[pk].room.key) for pk, _ in hits],
-        "next_cursor": str(hits[-1][1]) if has_more else None,
-    }
+    return Page([by_pk[pk] for pk, _ in hits], next_cursor=str(hits[-1][1]) if has_more else None)
 
 
 def attachment_for_viewer(*, user: Any, attachment_id: int) -> DirectMessageAttachFiles:

@@ -8,6 +8,7 @@ from django.db import connection, transaction
 
 from direct_messages import selectors, services
 from direct_messages.models import DirectMessage, Room, RoomMember
+from direct_messages.schemas import inbox_page_out
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -84,7 +85,7 @@ def test_deleting_a_user_deletes_their_conversations_and_only_theirs(alice, bob,
     assert list(Room.objects.values_list("user_lo_id", "user_hi_id")) == [
         tuple(sorted((bob.pk, carol.pk)))
     ]
-    inbox = selectors.inbox_list(user=bob)["results"]
+    inbox = inbox_page_out(selectors.inbox_list(user=bob))["results"]
     assert [(c["with"]["account"], c["last_message"]["message"]) for c in inbox] == [
         ("carol", "hi bob")
     ]
