@@ -142,5 +142,7 @@ def message_store(key: str, message: DirectMessage, other_id: int) -> tuple[Room
         for row in rows
     ]
     message.id, message.seq, message.room = first["id"], first["seq"], room
-    message._state.adding, message._state.db = False, connection.alias  # stored, as save() does
+    # Stored, as save() would mark it (Model._state is public: Django's "Model instance
+    # reference", "Model attributes"); a message_sent receiver may save or validate it.
+    message._state.adding, message._state.db = False, connection.alias
     return room, members

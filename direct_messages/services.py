@@ -22,7 +22,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, Q, QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from direct_messages import attachments, ratelimit, selectors, send_pg
@@ -285,15 +285,14 @@ def _message_store(
     the room and its members as they were. Raises ``Room.DoesNotExist`` if the pair has
     no room yet. (:mod:`.send_pg` does this, and the updates after it, in one
     statement.)"""
-    members: list[Any] = list(
+    members = list(
         RoomMember.objects.select_related("room")
         .select_for_update(of=("room",))
         .filter(room__key=key)
-        .annotate(blocked=Exists(blocks_between(message.sender_id, other_id)))
     )
     if not members:
         raise Room.DoesNotExist(key)
-    if members[0].blocked:
+    if is_blocked(message.sender_id, other_id):
         raise Forbidden("this conversation is blocked")
     room = members[0].room
     ratelimit.send_window_take(message.sender_id, message.created_at)

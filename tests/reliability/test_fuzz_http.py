@@ -171,6 +171,37 @@ def test_a_multipart_body_daphne_cannot_parse_gets_the_json_error(asgi_server: L
     assert response.json()["error"]["code"] == "invalid"
 
 
+def peak_memory_kib(pid: int) -> int:
+    """The process's peak resident set (VmHWM), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM in /proc")
+
+
+@pytest.mark.live
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_an_upload_is_parsed_once(asgi_server: LiveServer) -> None:
+    """Twisted decoded every multipart body a second time, into copies daphne never
+    read: a 24 MB upload raised the server's peak memory by about 325 MB
+    (instamg/daphne_bodies.py). Django's parse alone streams it to a file."""
+    import requests
+
+    alice = signup(asgi_server.http)
+    before = peak_memory_kib(asgi_server.pid)
+    size = 24 * 1024 * 1024
+    response = requests.post(
+        f"{asgi_server.http}/api/attachments",
+        files={"file": ("a.bin", os.urandom(size), "application/octet-stream")},
+        headers={"Authorization": f"Bearer {alice['token']}"},
+        timeout=60,
+    )
+    assert response.status_code == 415, response.text  # not a media file: refused after
+    grown_mib = (peak_memory_kib(asgi_server.pid) - before) / 1024
+    print(f"\npeak memory grew {grown_mib:.0f} MiB for a {size >> 20} MiB upload")
+    assert grown_mib < 2 * (size >> 20), f"{grown_mib:.0f} MiB: the body was parsed twice"
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     ("method", "path", "body", "status"),
