@@ -3,10 +3,10 @@
 
 Twisted's ``Request`` decodes every multipart POST into ``request.args``, which daphne
 never reads: a second parse and copies of every upload in the server's memory. A
-24 MB upload raises daphne's peak memory by about 325 MB with it and by 28 MB without
-(``pytest -s -k upload_is_parsed_once tests/reliability`` prints it). A body Twisted cannot
-parse is answered with a bare ``400`` and no JSON before the application sees it,
-instead of the API's error. Django parses the body, with the API's limits and
+24 MB upload raises daphne's peak memory by about 325 MB with Twisted's parse and by
+29 MB without it (``pytest -s -k upload_is_parsed_once tests/reliability`` prints it).
+A body Twisted cannot parse is answered with a bare ``400`` and no JSON before the
+application sees it, instead of the API's error. Django parses the body, with the API's limits and
 errors; that is the only parse we want.
 
 Twisted's switch for it, ``Request(parsePOSTFormSubmission=False)``, is public and
