@@ -7,7 +7,12 @@ class DirectMessagesConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.contrib.auth import get_user_model
+        from django.db.models.signals import post_save
+
         from direct_messages import checks  # noqa: F401  (registers the system checks)
         from direct_messages.auth import connect_signals
+        from direct_messages.ratelimit import send_window_create
 
         connect_signals()
+        post_save.connect(send_window_create, sender=get_user_model(), dispatch_uid="dm_window")

@@ -206,8 +206,9 @@ class SendWindow(models.Model):
     oldest first) of their latest accepted sends, at least the limit's worth of those
     still inside the window. A send locks this row, refuses when the limit-th newest
     time is still inside the window, and appends to it only when the message is stored,
-    in the message's own transaction (``ratelimit.send_window_take``). The first send
-    of a user without one makes it."""
+    in the message's own transaction (``ratelimit.send_window_take``). Every user has
+    one: migration 0008 made them for the users before it, and a new user gets theirs
+    on creation (``ratelimit.send_window_create``)."""
 
     user = models.OneToOneField(User, primary_key=True, on_delete=models.CASCADE, related_name="+")
     recent = models.JSONField(default=list)

@@ -39,10 +39,15 @@ def send_window_take(user_id: int, now: dt.datetime) -> None:
 
     Call it inside the send's transaction, after the room's lock: the window row is
     locked until the message commits, so only stored messages count and a refused or
-    rolled-back send takes nothing. A user made without one (``bulk_create`` sends no
-    signal) gets their row here.
+    rolled-back send takes nothing. Every user has a row (:func:`send_window_create`);
+    one inserted by ``bulk_create`` or raw SQL, which send no ``post_save``, gets it
+    here.
     """
-    window, _ = SendWindow.objects.select_for_update().get_or_create(user_id=user_id)
+    windows = SendWindow.objects.select_for_update()
+    try:
+        window = windows.get(user_id=user_id)
+    except SendWindow.DoesNotExist:
+        window, _ = windows.get_or_create(user_id=user_id)
     epoch = now.timestamp()
     refusal = send_window_refusal(window.recent, epoch)
     if refusal is not None:
@@ -53,6 +58,12 @@ def send_window_take(user_id: int, now: dt.datetime) -> None:
         del recent[0]  # one at most: enough to keep the window from growing
     window.recent = [*recent, epoch]
     window.save(update_fields=["recent"])
+
+
+def send_window_create(sender: Any, instance: Any, created: bool, raw: bool, **kwargs: Any) -> None:
+    """``post_save`` of the user model: a new user gets their (empty) window row."""
+    if created and not raw:
+        SendWindow.objects.get_or_create(user_id=instance.pk)
 
 
 def send_window_refusal(recent: list[float], epoch: float) -> RateLimited | None:

@@ -86,7 +86,11 @@ def peer_check(user: Any, other: Any, *, allow_blocked: bool = False) -> Any:
 def sender_check_active(user: Any) -> None:
     """A socket's user was read at its handshake: an account deactivated since then
     sends nothing, even before the revocation reaches the socket and closes it."""
-    fresh = get_user_model()._default_manager.filter(pk=user.pk).first()
+    users = get_user_model()._default_manager
+    try:
+        fresh = users.get(pk=user.pk)
+    except users.model.DoesNotExist:
+        fresh = None
     if fresh is None or not get_adapter().is_active(fresh):
         raise Unauthenticated("this account is no longer active")
 

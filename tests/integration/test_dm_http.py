@@ -382,10 +382,28 @@ def test_a_send_is_one_transaction_and_keeps_every_counter(alice, bob, send_path
         assert window == pytest.approx([m.created_at.timestamp() for m in sent], abs=1e-4)
 
 
+def test_every_user_has_a_rate_window_from_creation(make_user):
+    """The send only reads and moves the window: the user's creation made it."""
+    user = make_user()
+    assert SendWindow.objects.get(user=user).recent == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_gives_the_users_before_it_their_windows(make_user):
+    from django.core.management import call_command
+
+    before = [make_user(), make_user()]
+    SendWindow.objects.all().delete()
+    call_command("migrate", "direct_messages", "0007", verbosity=0)
+    call_command("migrate", "direct_messages", "0008", verbosity=0)
+    assert set(SendWindow.objects.values_list("user_id", flat=True)) == {u.pk for u in before}
+    call_command("migrate", verbosity=0)
+
+
 def test_a_user_without_a_rate_window_gets_one_on_first_send(alice, bob, settings):
-    """Users made before the windows existed (migration 0005), or by ``bulk_create``
-    (which sends no signal): the first send makes its sender's window, in the same
-    transaction or statement, and the limit holds from there."""
+    """Users inserted by ``bulk_create`` or raw SQL, which send no ``post_save``: the
+    first send makes its sender's window, in the same transaction or statement, and the
+    limit holds from there."""
     from direct_messages import services
     from direct_messages.errors import RateLimited
 
