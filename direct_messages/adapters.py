@@ -67,6 +67,17 @@ class DefaultUserAdapter:
         """Whether ``user`` may use the app (Django's ``is_active`` when the model has it)."""
         return bool(getattr(user, "is_active", True))
 
+    def suspend(self, user: Any) -> None:
+        """A moderator's suspension: ``is_active = False``, saved, which closes the
+        user's open sockets on every process (the app's ``post_save`` receiver). A model
+        without ``is_active`` needs an adapter that says how its users are suspended."""
+        if not _has_field(type(user), "is_active"):
+            raise NotImplementedError(
+                f"{type(user).__name__} has no is_active: override suspend() in your adapter"
+            )
+        user.is_active = False
+        user.save(update_fields=["is_active"])
+
 
 def _has_field(model: Any, name: str) -> bool:
     return any(field.name == name for field in model._meta.get_fields())

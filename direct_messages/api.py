@@ -8,17 +8,19 @@ from ninja.decorators import decorate_view
 from ninja.errors import Throttled
 from pydantic import Field
 
-from direct_messages import selectors, services
+from direct_messages import moderation, selectors, services
 from direct_messages.api_attachments import SEND_OPENAPI, limit_uploads, send_body_read
 from direct_messages.conf import dm_setting
 from direct_messages.http import RateThrottle, errors
 from direct_messages.schemas import (
+    CreatedOut,
     InboxPage,
     Limit,
     MessageOut,
     MessagesPage,
     PresenceOut,
     ReadIn,
+    ReportIn,
     SearchPage,
     Seq,
     history_page_out,
@@ -140,6 +142,25 @@ def unmute(request: HttpRequest, account: str) -> Status:
 def clear(request: HttpRequest, account: str) -> Status:
     services.conversation_clear(user=request.user, account=account)
     return Status(204, None)
+
+
+@router.post(
+    "/dm/{account}/report",
+    response={201: CreatedOut, **errors(400, 401, 403, 404, 413, 429)},
+    throttle=RateThrottle("report", lambda: dm_setting("REPORT_RATE"), per="user"),
+)
+def report(request: HttpRequest, account: str, payload: ReportIn) -> Status:
+    """Report messages of the conversation (``message_ids``), or the whole of it; a copy
+    is kept for the moderators whatever happens to the messages afterwards."""
+    created = moderation.report_create(
+        user=request.user,
+        account=account,
+        reason=payload.reason,
+        note=payload.note,
+        message_ids=payload.message_ids,
+        block=payload.block,
+    )
+    return Status(201, {"id": created.pk})
 
 
 @router.post("/users/{account}/block", response=MANAGE_RESPONSES)

@@ -26,6 +26,7 @@ DEFAULTS: dict[str, Any] = {
     # in the host adds per-account lockouts on wrong passwords (docs/install.md).
     "TOKEN_RATE": "30/min",
     "USER_SEARCH_RATE": "60/min",
+    "REPORT_RATE": "20/hour",  # reports per user
     "SEARCH_RATE": "30/min",  # message searches (full text) per user
     # --- messages ---
     "MESSAGE_MAX_LENGTH": 1000,  # characters of message text

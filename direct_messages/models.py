@@ -245,3 +245,70 @@ class UserTokens(models.Model):
 
     def __str__(self) -> str:
         return f"tokens of {self.user_id}"
+
+
+class ReportReason(models.TextChoices):
+    SPAM = "spam"
+    HARASSMENT = "harassment"
+    NUDITY = "nudity"
+    VIOLENCE = "violence"
+    SCAM = "scam"
+    OTHER = "other"
+
+
+class ReportStatus(models.TextChoices):
+    OPEN = "open"
+    DISMISSED = "dismissed"
+    ACTIONED = "actioned"
+
+
+class Report(models.Model):
+    """A participant's report of messages of a conversation, or of the whole of it.
+
+    What was reported is copied into :class:`ReportedMessage` rows when the report is
+    made, so that an unsend, a clear or a deletion afterwards hides nothing from the
+    moderators. Their actions are in the admin's history (``LogEntry``)."""
+
+    reporter = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    reported = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    room = models.ForeignKey(Room, null=True, on_delete=models.SET_NULL, related_name="+")
+    reason = models.CharField(max_length=16, choices=ReportReason.choices)
+    note = models.TextField(blank=True)
+    status = models.CharField(
+        max_length=16, choices=ReportStatus.choices, default=ReportStatus.OPEN
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    resolved_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "created_at"], name="report_queue_idx")]
+
+    def __str__(self) -> str:
+        return f"report {self.pk} ({self.reason})"
+
+
+class ReportedMessage(models.Model):
+    """A message as it was when it was reported: the picked ones (``picked``) and the
+    messages around them, the context a moderator reads. Attachments of picked
+    messages are copied (``attachments``: their stored names and kinds)."""
+
+    report = models.ForeignKey(Report, on_delete=models.CASCADE, related_name="messages")
+    message = models.ForeignKey(
+        DirectMessage, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    seq = models.PositiveBigIntegerField()
+    sender = models.ForeignKey(User, null=True, on_delete=models.SET_NULL, related_name="+")
+    text = models.TextField(blank=True)
+    created_at = models.DateTimeField()
+    unsent = models.BooleanField(default=False)
+    picked = models.BooleanField(default=False)
+    attachments = models.JSONField(default=list)
+
+    class Meta:
+        ordering = ["report", "seq"]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} of report {self.report_id}"

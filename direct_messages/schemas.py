@@ -88,6 +88,13 @@ class ReadIn(Wire):
     seq: Seq
 
 
+class ReportIn(Wire):
+    reason: Literal["spam", "harassment", "nudity", "violence", "scam", "other"]
+    note: str = Field("", max_length=1000)
+    message_ids: list[Id] = Field(default_factory=list, max_length=10)
+    block: bool = False
+
+
 class SendFrame(MessageSendIn):
     type: Literal["message.send"]
 
@@ -429,6 +436,10 @@ MessagesPage = Annotated[
     Annotated[HistoryPage, Tag("history")] | Annotated[SearchPage, Tag("search")],
     Discriminator(_page_kind),
 ]
+
+
+class CreatedOut(Out):
+    id: int
 
 
 class PresenceOut(Out):

@@ -464,6 +464,26 @@ def message_unsend(*, user: Any, room_key: str, message_id: int) -> dict[str, An
     message = _message_for_update(user, room_key, message_id)
     if message.sender_id != user.pk:
         raise Forbidden("you can only unsend your own messages", ref=message_id)
+    return _message_remove(message)
+
+
+@transaction.atomic
+def message_remove(message_id: int) -> bool:
+    """A moderator's removal of a message for both sides, as its sender's unsend would
+    do (whoever sent it, blocked pair or not). False if it is gone or already removed."""
+    room_id = DirectMessage.objects.filter(pk=message_id).values_list("room_id", flat=True).first()
+    if room_id is None:
+        return False
+    Room.objects.select_for_update().get(pk=room_id)
+    message = DirectMessage.objects.select_related("room").get(pk=message_id)
+    if message.unsent_at is not None:
+        return False
+    _message_remove(message)
+    return True
+
+
+def _message_remove(message: DirectMessage) -> dict[str, Any]:
+    user_id = message.sender_id
     room = Room.objects.get(pk=message.room_id)
     if message.unsent_at is None:
         files = list(message.attachments.all())
@@ -473,7 +493,7 @@ def message_unsend(*, user: Any, room_key: str, message_id: int) -> dict[str, An
         message.save(update_fields=["message", "unsent_at"])
         transaction.on_commit(lambda: attachments.attachment_files_delete(files))
         # The other side's unread count no longer includes it...
-        for member in RoomMember.objects.filter(room=room).exclude(user=user):
+        for member in RoomMember.objects.filter(room=room).exclude(user_id=user_id):
             if message.seq > member.last_read_seq and member.unread_count > 0:
                 member.unread_count -= 1
                 member.save(update_fields=["unread_count"])
@@ -570,6 +590,10 @@ def user_block(*, user: Any, account: str) -> None:
     other = user_by_account(account)
     if other.pk == user.pk:
         raise Forbidden("you cannot block yourself")
+    block_create(user, other)
+
+
+def block_create(user: Any, other: Any) -> None:
     with transaction.atomic():
         _, created = Block.objects.get_or_create(blocker=user, blocked=other)
         if created:

@@ -292,6 +292,7 @@ DIRECT_MESSAGES = {
     "TOKEN_LIFETIME_SECONDS": env_int("TOKEN_LIFETIME_SECONDS", 7 * 24 * 3600),
     "TOKEN_RATE": os.environ.get("DM_TOKEN_RATE", "30/min"),
     "USER_SEARCH_RATE": os.environ.get("DM_USER_SEARCH_RATE", "60/min"),
+    "REPORT_RATE": os.environ.get("DM_REPORT_RATE", "20/hour"),
     "SEARCH_RATE": os.environ.get("DM_SEARCH_RATE", "30/min"),
     "DATABASE_THREADS": DATABASE_THREADS,
     "MESSAGE_MAX_LENGTH": env_int("DM_MESSAGE_MAX_LENGTH", 1000),

@@ -29,7 +29,7 @@ def real_limits(settings):
     settings.SIGNUP_RATE = "10/hour"
     # The app's own defaults, read from where they are written (the tests below assert
     # the documented figures: 30 tokens a minute, 60 user searches, 30 message searches).
-    rates = ("TOKEN_RATE", "USER_SEARCH_RATE", "SEARCH_RATE")
+    rates = ("TOKEN_RATE", "USER_SEARCH_RATE", "SEARCH_RATE", "REPORT_RATE")
     settings.DIRECT_MESSAGES = {**settings.DIRECT_MESSAGES, **{k: DEFAULTS[k] for k in rates}}
 
 
@@ -142,3 +142,21 @@ def test_message_search_is_limited_per_user_and_history_is_not(make_user):
     assert limited.status_code == 429 and limited.json()["error"]["code"] == "rate_limited"
     assert client.get(f"/api/dm/{other.account}/messages?q=needle").status_code == 429
     assert client.get(f"/api/dm/{other.account}/messages").status_code == 200  # history
+
+
+def test_reports_are_limited_per_user(make_user):
+    """A report copies messages and files: 20 an hour per user, the documented default."""
+    me, other = make_user(), make_user()
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {token_for(me)}")
+    sent = {"client_id": str(uuid.uuid4()), "message": "spam"}
+    client.post(f"/api/dm/{other.account}/messages", sent, content_type="application/json")
+    report = {"reason": "spam"}
+    for _ in range(20):
+        answer = client.post(
+            f"/api/dm/{other.account}/report", report, content_type="application/json"
+        )
+        assert answer.status_code == 201
+    limited = client.post(
+        f"/api/dm/{other.account}/report", report, content_type="application/json"
+    )
+    assert limited.status_code == 429 and limited.json()["error"]["code"] == "rate_limited"
