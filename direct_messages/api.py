@@ -107,6 +107,7 @@ def message_send(request: HttpRequest, account: str) -> Status:
         attachment_ids=payload.attachment_ids,
         files=files or (),
         reply_to=payload.reply_to,
+        view_once=payload.view_once,
     )
     return Status(201 if result.created else 200, result.payload)
 

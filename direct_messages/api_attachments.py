@@ -45,6 +45,7 @@ from pydantic import ValidationError as PydanticValidationError
 from direct_messages import (
     converters,  # noqa: F401 (registers the "dm_id" path converter)
     selectors,
+    services,
 )
 from direct_messages.attachments import (
     STORED_CONTENT_TYPES,
@@ -85,6 +86,7 @@ SEND_OPENAPI = {
                         "client_id": {"type": "string", "format": "uuid"},
                         "message": {"type": "string"},
                         "reply_to": {"type": "integer"},
+                        "view_once": {"type": "integer", "enum": [1, 2]},
                         "files": {
                             "type": "array",
                             "items": {"type": "string", "format": "binary"},
@@ -171,7 +173,9 @@ def send_body_read(request: HttpRequest) -> tuple[MessageSendIn, list[UploadedFi
     """
     if request.content_type == "multipart/form-data":
         fields, files = multipart_read(request)
-        data: Any = {k: fields[k] for k in ("client_id", "message", "reply_to") if fields.get(k)}
+        data: Any = {
+            k: fields[k] for k in ("client_id", "message", "reply_to", "view_once") if fields.get(k)
+        }
         return _validate(MessageSendIn, data), files.getlist("files")
     try:
         data = json.loads(request.body) if request.body else None
@@ -231,6 +235,9 @@ def attachment_upload(request: HttpRequest) -> Status:
 )
 def attachment_file(request: HttpRequest, attachment_id: Id) -> HttpResponseBase:
     attachment = selectors.attachment_for_viewer(user=request.user, attachment_id=attachment_id)
+    if attachment.message is not None and attachment.message.view_once is not None:
+        handle = services.view_once_open(user=request.user, attachment=attachment)
+        return serve_handle(request, handle, attachment.content_type, attachment.name)
     return serve_stored(request, attachment.file.name, attachment.content_type, attachment.name)
 
 
@@ -241,8 +248,8 @@ def attachment_file(request: HttpRequest, attachment_id: Id) -> HttpResponseBase
 )
 def attachment_thumbnail(request: HttpRequest, attachment_id: Id) -> HttpResponseBase:
     attachment = selectors.attachment_for_viewer(user=request.user, attachment_id=attachment_id)
-    if not attachment.thumbnail.name:
-        raise NotFound("this attachment has no thumbnail")
+    if not attachment.thumbnail.name or (attachment.message and attachment.message.view_once):
+        raise NotFound("this attachment has no thumbnail")  # a view-once file shows none
     stem = attachment.name.rsplit(".", 1)[0] or "attachment"
     return serve_stored(request, attachment.thumbnail.name, "image/webp", f"{stem}.webp")
 
@@ -292,6 +299,21 @@ def serve_stored(
     return response
 
 
+def serve_handle(
+    request: HttpRequest, handle: IO[bytes], content_type: str, filename: str
+) -> HttpResponseBase:
+    """An open file, streamed by the app, for no cache to keep (a view-once opening)."""
+    if content_type not in INLINE_TYPES:
+        content_type = "application/octet-stream"
+    response = _handle_response(
+        request, handle, content_type, content_disposition(content_type, filename)
+    )
+    response["Cache-Control"] = "private, no-store"
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = FILE_CSP
+    return response
+
+
 def content_disposition(content_type: str, filename: str) -> str:
     """``inline`` for the media types uploads are stored as, ``attachment`` otherwise,
     with the display name (quoted, or RFC 5987-encoded when it is not ASCII)."""
@@ -329,6 +351,12 @@ def _file_response(
         handle = default_storage.open(name, "rb")
     except FileNotFoundError as exc:
         raise NotFound("no such file") from exc
+    return _handle_response(request, handle, content_type, disposition)
+
+
+def _handle_response(
+    request: HttpRequest, handle: IO[bytes], content_type: str, disposition: str
+) -> FileResponse:
     response = FileResponse(handle, content_type=content_type)
     response["Content-Disposition"] = disposition
     if isinstance(request, ASGIRequest):

@@ -425,6 +425,7 @@ class DirectMessageConsumer(FrameConsumer):
             text=frame.message,
             attachment_ids=frame.attachment_ids,
             reply_to=frame.reply_to,
+            view_once=frame.view_once,
         )
         await self.send_json(result.ack())
 

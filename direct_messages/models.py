@@ -108,6 +108,10 @@ class DirectMessage(models.Model):
     )
     edited_at = models.DateTimeField(null=True, blank=True)
     unsent_at = models.DateTimeField(null=True, blank=True)
+    # A view-once photo or video: how many times its recipient may open it (1 or 2), and
+    # how many times they have. Its file is deleted from storage at the last opening.
+    view_once = models.PositiveSmallIntegerField(null=True, blank=True)
+    views = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         constraints = [
@@ -130,6 +134,11 @@ class DirectMessage(models.Model):
     @property
     def unsent(self) -> bool:
         return self.unsent_at is not None
+
+    @property
+    def opened(self) -> bool:
+        """A view-once message its recipient has opened as often as they may."""
+        return self.view_once is not None and self.views >= self.view_once
 
 
 class AttachmentKind(models.TextChoices):

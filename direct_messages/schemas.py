@@ -82,6 +82,7 @@ class MessageSendIn(Wire):
     message: str = Field("", max_length=100_000)
     attachment_ids: list[Id] = Field(default_factory=list, max_length=MAX_IDS)
     reply_to: Id | None = None
+    view_once: int | None = Field(None, ge=1, le=2)
 
 
 class ReadIn(Wire):
@@ -225,7 +226,10 @@ def api_root() -> str:
     return reverse("direct_messages:home") + "api/"
 
 
-def attachment_out(attachment: Any, api: str | None = None) -> dict[str, Any]:
+def attachment_out(
+    attachment: Any, api: str | None = None, *, view_once: bool = False
+) -> dict[str, Any]:
+    """PROTOCOL.md's ``Attachment``; a view-once file has no thumbnail."""
     base = f"{api or api_root()}attachments/{attachment.pk}"
     return {
         "id": attachment.pk,
@@ -236,7 +240,7 @@ def attachment_out(attachment: Any, api: str | None = None) -> dict[str, Any]:
         "width": attachment.width,
         "height": attachment.height,
         "url": f"{base}/file",
-        "thumbnail_url": f"{base}/thumbnail" if attachment.thumbnail else None,
+        "thumbnail_url": f"{base}/thumbnail" if attachment.thumbnail and not view_once else None,
     }
 
 
@@ -271,7 +275,9 @@ def message_out(
         "seq": message.seq,
         "sender": handle_of(message.sender),
         "message": "" if unsent else message.message,
-        "attachments": [] if unsent else [attachment_out(a, api) for a in attachments],
+        "attachments": []
+        if unsent
+        else [attachment_out(a, api, view_once=message.view_once is not None) for a in attachments],
         "client_id": str(message.client_id),
         "reply_to": reply_out(message.reply_to),
         "created_at": isotime(message.created_at),
@@ -281,6 +287,8 @@ def message_out(
             {"account": handle_of(r.user), "emoji": r.emoji}
             for r in sorted(reactions, key=lambda r: (r.created_at, r.pk))
         ],
+        "view_once": message.view_once,
+        "opened": message.opened,
     }
 
 
@@ -396,6 +404,8 @@ class MessageOut(Out):
     edited_at: Time | None
     unsent: bool
     reactions: list[ReactionOut]
+    view_once: int | None = None  # how many times the recipient may open its file
+    opened: bool = False  # a view-once message opened as often as it may be
 
 
 class ConversationOut(Out):

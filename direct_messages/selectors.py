@@ -274,8 +274,9 @@ def attachment_for_viewer(*, user: Any, attachment_id: int) -> DirectMessageAtta
     if attachment is None:
         raise NotFound("no such attachment")
     message = attachment.message
-    if message is not None and message.unsent_at is not None:
-        raise NotFound("no such attachment")  # unsent: its files are gone for both
+    if message is not None and (message.unsent_at is not None or message.opened):
+        # Unsent, or a view-once file opened: its files are gone for both.
+        raise NotFound("no such attachment")
     if attachment.uploader_id == user.pk:
         return attachment
     if message is not None and user.pk in (message.room.user_lo_id, message.room.user_hi_id):

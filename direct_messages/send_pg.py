@@ -59,9 +59,9 @@ sent AS (
 ),
 msg AS (
     INSERT INTO {message} (room_id, sender_id, seq, message, client_id, created_at,
-                           reply_to_id)
+                           reply_to_id, view_once, views)
     SELECT l.room_id, l.user_id, l.last_seq + 1, %(text)s, %(client_id)s, %(now)s,
-           %(reply_to)s::bigint
+           %(reply_to)s::bigint, %(view_once)s::smallint, 0
     FROM locked l, sent WHERE l.user_id = %(sender)s
     RETURNING id, room_id, seq
 ),
@@ -114,6 +114,7 @@ def message_store(key: str, message: DirectMessage, other_id: int) -> tuple[Room
         "client_id": message.client_id,
         "now": message.created_at,
         "reply_to": message.reply_to_id,
+        "view_once": message.view_once,
         "limit": dm_setting("SEND_RATE_LIMIT"),
         "since": epoch - window,
         "epoch": epoch,

@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from direct_messages import attachments, ratelimit, selectors, send_pg
@@ -30,6 +32,7 @@ from direct_messages.adapters import get_adapter, handle_of
 from direct_messages.conf import dm_setting
 from direct_messages.errors import Forbidden, Invalid, NotFound, RateLimited, Unauthenticated
 from direct_messages.models import (
+    AttachmentKind,
     Block,
     DirectMessage,
     DirectMessageAttachFiles,
@@ -147,6 +150,7 @@ def message_send(
     attachment_ids: list[int] | None = None,
     files: Sequence[UploadedFile] = (),
     reply_to: int | None = None,
+    view_once: int | None = None,
 ) -> SendResult:
     """Store one message and broadcast it after commit; idempotent on ``client_id``.
 
@@ -169,12 +173,15 @@ def message_send(
         raise Invalid(f"{'files' if files else 'attachment_ids'}: at most {limit} per message")
     if not text.strip() and not ids and not files:
         raise Invalid("message: an empty message needs attachments")
+    if view_once is not None and (view_once not in (1, 2) or len(ids) + len(files) != 1):
+        raise Invalid("view_once: 1 or 2, with one photo or video")
     message = DirectMessage(
         sender=sender,
         message=text,
         client_id=client_id,
         created_at=timezone.now(),
         reply_to_id=reply_to,
+        view_once=view_once,
     )
     try:
         if files:
@@ -267,6 +274,8 @@ def _message_send(message: DirectMessage, other: Any, attachment_ids: list[int])
             for member in members:
                 member.save(update_fields=MEMBER_SEND_FIELDS)
         claimed = _attachments_claim(message, attachment_ids)
+        if message.view_once is not None and claimed[0].kind == AttachmentKind.AUDIO:
+            raise Invalid("view_once: 1 or 2, with one photo or video")
     mine, theirs = sorted(members, key=lambda m: m.user_id != sender.pk)
     mine.room, mine.other, theirs.room, theirs.other = room, other, room, sender
     payload = message_out(message, room.key, attachments=claimed, reactions=[])
@@ -509,6 +518,39 @@ def _message_remove(message: DirectMessage) -> dict[str, Any]:
                 room.save(update_fields=["last_message"])
     message.room = room
     return _message_updated(message, inboxes=True)
+
+
+def view_once_open(*, user: Any, attachment: DirectMessageAttachFiles) -> IO[bytes]:
+    """The recipient's opening of a view-once photo or video: counted, at most
+    ``view_once`` times (a conditional update, so two at once cannot both take the
+    last). The last opening takes the file and its thumbnail out of storage on commit
+    and tells both sides it is opened; the caller streams the returned copy, as it
+    must stream every opening (a signed URL could be fetched again)."""
+    message = attachment.message
+    assert message is not None and message.view_once is not None
+    if message.sender_id == user.pk:
+        raise NotFound("a view-once file is for its recipient only")
+    with transaction.atomic():
+        counted = DirectMessage.objects.filter(
+            pk=message.pk, unsent_at__isnull=True, views__lt=F("view_once")
+        ).update(views=F("views") + 1)
+        if not counted:
+            raise NotFound("this view-once file has been opened")
+        message.refresh_from_db(fields=["views"])
+        try:
+            handle: IO[bytes] = attachment.file.storage.open(attachment.file.name, "rb")
+        except FileNotFoundError as exc:
+            raise NotFound("no such file") from exc
+        if message.opened:
+            with handle:
+                copy = tempfile.SpooledTemporaryFile(max_size=1024 * 1024)  # noqa: SIM115 (streamed, then closed by the response)
+                shutil.copyfileobj(handle, copy)
+            copy.seek(0)
+            handle = copy  # type: ignore[assignment]
+            names = [attachment.file.name, attachment.thumbnail.name]
+            transaction.on_commit(lambda: attachments.storage_names_delete(names))
+            _message_updated(message)
+    return handle
 
 
 def _check_emoji(emoji_text: str, message_id: int) -> None:

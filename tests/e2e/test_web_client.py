@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -373,3 +374,65 @@ def test_conversation_options_mute_and_block(people: Any, open_page: Any) -> Non
         bob.token,
     )
     assert status == 403 and body["error"]["code"] == "forbidden", body
+
+
+def send_view_once_photo(sender: Person, to: Person) -> dict[str, Any]:
+    """A multipart send: one photo, ``view_once`` 1, as a phone app would send it."""
+    import urllib.request
+
+    boundary = uuid.uuid4().hex
+    fields = {"client_id": str(uuid.uuid4()), "view_once": "1"}
+    body = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+        for k, v in fields.items()
+    )
+    body += (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="once.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + png_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    request = urllib.request.Request(
+        f"{sender.base}/api/dm/{to.account}/messages",
+        data=body,
+        headers={
+            "Authorization": f"Bearer {sender.token}",
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 201
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def test_a_view_once_photo_is_opened_only_on_purpose_and_then_shows_opened(
+    people: Any, open_page: Any
+) -> None:
+    alice, bob = people("Alice", "Bob")
+    bob.send(alice, "send me the surprise")
+    sent = send_view_once_photo(alice, bob)
+    bob_thread = open_page(bob, thread_path(alice))
+    alice_page = open_page(alice, thread_path(bob))
+    connected(bob_thread)
+    connected(alice_page)
+    button = bob_thread.get_by_role("button", name="Open view-once photo")
+    expect(button).to_be_visible()
+    expect(alice_page.locator(".att-once").last).to_have_text("Photo · view once")
+    # Showing the conversation opened nothing: no fetch of the file, no thumbnail.
+    assert not bob.history(alice)[-1]["opened"]
+    assert (
+        bob_thread.locator(f'img[src*="/api/attachments/{sent["attachments"][0]["id"]}"]').count()
+        == 0
+    )
+
+    button.click()
+    full = bob_thread.locator("#lightbox img")
+    expect(full).to_have_attribute("src", re.compile(r"^blob:"))
+    bob_thread.wait_for_function("img => img.naturalWidth === 320", arg=full.element_handle())
+    bob_thread.keyboard.press("Escape")
+    assert bob.history(alice)[-1]["opened"]
+    expect(alice_page.locator(".att-once").last).to_have_text("Opened")  # live, on her side
+    bob_thread.reload()
+    expect(bob_thread.locator(".att-once").last).to_have_text("Opened")

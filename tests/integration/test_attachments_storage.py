@@ -343,6 +343,87 @@ def test_multipart_send_stores_every_file(alice, bob, auth_client, backend):
 # --- End to end, over real sockets ------------------------------------------------------
 
 
+# --- View once (issue 21, 4) -------------------------------------------------------------
+
+
+def send_view_once(client: Client, account: str, ids: list[int], times: int) -> Any:
+    body = {"client_id": str(uuid.uuid4()), "attachment_ids": ids, "view_once": times}
+    return client.post(
+        f"/api/dm/{account}/messages", json.dumps(body), content_type="application/json"
+    )
+
+
+def open_once(client: Client, url: str) -> tuple[int, bytes]:
+    """A view-once opening: always streamed by the app (a signed URL could be reused)."""
+    response = client.get(url)
+    if response.status_code != 200:
+        return response.status_code, b""
+    assert response["Cache-Control"] == "private, no-store" and "Location" not in response
+    return 200, b"".join(response.streaming_content)
+
+
+@pytest.mark.parametrize("times", [1, 2])
+def test_a_view_once_photo_opens_as_often_as_allowed_then_is_gone(
+    alice, bob, make_user, auth_client, backend, times
+):
+    body = upload(auth_client(alice), png_bytes())
+    row = DirectMessageAttachFiles.objects.get(pk=body["id"])
+    original = backend.read(row.file.name)
+    sent = send_view_once(auth_client(alice), "bob", [body["id"]], times)
+    assert sent.status_code == 201, sent.content
+    message = sent.json()
+    assert message["view_once"] == times and not message["opened"]
+    assert message["attachments"][0]["thumbnail_url"] is None  # never a preview
+    # Neither the sender nor anyone else opens it; nobody gets its thumbnail.
+    assert open_once(auth_client(alice), body["url"])[0] == 404
+    assert open_once(auth_client(make_user("carol")), body["url"])[0] == 404
+    for user in (alice, bob):
+        assert auth_client(user).get(body["thumbnail_url"]).status_code == 404
+    for _ in range(times):
+        assert open_once(auth_client(bob), body["url"]) == (200, original)
+    for user in (bob, alice):
+        assert open_once(auth_client(user), body["url"])[0] == 404
+    assert backend.names() == set()  # file and thumbnail
+    history = auth_client(alice).get("/api/dm/bob/messages").json()["results"]
+    assert history[-1]["opened"] and history[-1]["view_once"] == times
+
+
+def test_two_openings_at_once_of_a_view_once_photo_give_one_file(alice, bob, auth_client, backend):
+    """The race: four requests for the one opening; exactly one gets the bytes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    body = upload(auth_client(alice), png_bytes())
+    assert send_view_once(auth_client(alice), "bob", [body["id"]], 1).status_code == 201
+
+    def attempt(_: int) -> int:
+        try:
+            return open_once(auth_client(bob), body["url"])[0]
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(4) as pool:
+        statuses = sorted(pool.map(attempt, range(4)))
+    assert statuses == [200, 404, 404, 404]
+    assert DirectMessage.objects.get(client_id__isnull=False, view_once=1).views == 1
+
+
+@pytest.mark.parametrize(
+    ("files", "times"),
+    [(["png"], 3), ([], 1), (["png", "png"], 1), (["m4a"], 1)],
+)
+def test_view_once_is_one_photo_or_video_once_or_twice(
+    alice, bob, auth_client, backend, files, times
+):
+    samples = {"png": (png_bytes(), "a.png"), "m4a": (MEDIA_SAMPLES["m4a"][0], "a.m4a")}
+    ids = [upload(auth_client(alice), *samples[kind])["id"] for kind in files]
+    answer = send_view_once(auth_client(alice), "bob", ids, times)
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid"
+    assert not DirectMessage.objects.exists()
+    assert not DirectMessageAttachFiles.objects.filter(message__isnull=False).exists()
+
+
 async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
     deadline = asyncio.get_running_loop().time() + timeout
     while not condition():
@@ -423,6 +504,45 @@ async def test_photo_uploaded_sent_over_websocket_and_downloaded_by_the_recipien
         assert updated["message"]["unsent"] and updated["message"]["attachments"] == []
         assert await eventually(lambda: backend.names() == set())
         assert http("GET", server.http + attachment["url"], headers=as_bob)[0] == 404
+    finally:
+        await alice_ws.close()
+        await bob_ws.close()
+
+
+@pytest.mark.live
+async def test_a_view_once_photo_over_websockets_opens_once_and_leaves_storage(
+    asgi_server_factory: Callable[..., Any], backend: Backend
+):
+    server = asgi_server_factory(os.environ.get("REDIS_URL") or None, **backend.env)
+    alice, bob = signup(server.http), signup(server.http)
+    body, content_type = multipart("file", "once.png", png_bytes())
+    as_alice = {"Authorization": f"Bearer {alice['token']}"}
+    status, _, raw = http(
+        "POST", f"{server.http}/api/attachments", body, {**as_alice, "Content-Type": content_type}
+    )
+    assert status == 201, raw
+    attachment = json.loads(raw)
+    assert len(backend.names()) == 2
+    bob_ws = await WsClient.open(f"{server.ws}/ws/dm/{alice['account']}/", bob["token"])
+    alice_ws = await WsClient.open(f"{server.ws}/ws/dm/{bob['account']}/", alice["token"])
+    try:
+        await bob_ws.recv_type("room.joined")
+        await alice_ws.recv_type("room.joined")
+        ack = await alice_ws.send_message("", attachment_ids=[attachment["id"]], view_once=1)
+        assert ack["type"] == "message.ack", ack
+        new = (await bob_ws.recv_type("message.new"))["message"]
+        assert new["view_once"] == 1 and not new["opened"]
+        url = server.http + new["attachments"][0]["url"]
+        as_bob = {"Authorization": f"Bearer {bob['token']}"}
+        assert http("GET", url, headers=as_alice)[0] == 404  # not even its sender
+        status, headers, data = http("GET", url, headers=as_bob)
+        assert status == 200 and headers["cache-control"] == "private, no-store"
+        assert Image.open(io.BytesIO(data)).size == (64, 48)
+        for ws in (alice_ws, bob_ws):  # both see it opened
+            opened = (await ws.recv_type("message.updated"))["message"]
+            assert opened["id"] == ack["id"] and opened["opened"]
+        assert await eventually(lambda: backend.names() == set())
+        assert http("GET", url, headers=as_bob)[0] == 404
     finally:
         await alice_ws.close()
         await bob_ws.close()

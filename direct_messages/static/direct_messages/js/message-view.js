@@ -102,6 +102,41 @@ function attachmentView(attachment, ctx) {
   );
 }
 
+// A view-once photo or video: never rendered from its URL (each fetch is an opening).
+// The recipient opens it on purpose; the bytes are fetched once, as a blob, and shown
+// from memory (a <video> would fetch its source again for every range it plays).
+function viewOnceView(msg, attachment, ctx) {
+  const what = attachment.kind === "video" ? "Video" : "Photo";
+  const mine = msg.sender === ctx.me.account;
+  if (msg.opened || mine) {
+    const label = msg.opened ? "Opened" : `${what} · view once`;
+    return h("div", { class: "att att-once" }, label);
+  }
+  const button = h(
+    "button",
+    { type: "button", class: "att att-once", "aria-label": `Open view-once ${what.toLowerCase()}` },
+    `View ${what.toLowerCase()}${msg.view_once > 1 ? " (one replay)" : ""}`,
+  );
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    const response = await fetch(attachment.url, { credentials: "same-origin" });
+    if (!response.ok) {
+      button.replaceWith(h("div", { class: "att att-once" }, "Opened"));
+      return;
+    }
+    const blobUrl = URL.createObjectURL(await response.blob());
+    if (attachment.kind === "video") {
+      button.replaceWith(
+        h("div", { class: "att att-video" }, h("video", { src: blobUrl, controls: true, autoplay: true, playsinline: true })),
+      );
+    } else {
+      button.disabled = false;
+      ctx.onOpenImage(blobUrl, "View-once photo");
+    }
+  });
+  return button;
+}
+
 function reactionsView(msg, ctx) {
   if (!msg.reactions || !msg.reactions.length) return null;
   const counts = new Map();
@@ -195,7 +230,7 @@ export function renderMessage(record, ctx) {
       const grid = h(
         "div",
         { class: `msg-attachments count-${Math.min(msg.attachments.length, 3)}` },
-        msg.attachments.map((a) => attachmentView(a, ctx)),
+        msg.attachments.map((a) => (msg.view_once ? viewOnceView(msg, a, ctx) : attachmentView(a, ctx))),
       );
       content.push(grid);
     }

@@ -556,7 +556,8 @@ export class Thread {
       starts[i] = starts_group || !!record.msg.reply_to;
       if (record.dirty || !record.el) {
         const attachmentsBefore = record.el?.querySelector(".msg-attachments");
-        const keys = (record.msg.attachments || []).map((a) => a.id).join(",");
+        // (A view-once file that is now opened shows otherwise: not the same attachments.)
+        const keys = (record.msg.attachments || []).map((a) => a.id).join(",") + (record.msg.opened ? ":opened" : "");
         record.el = renderMessage(record, this.ctx);
         // Keep playing media (and loaded pictures) when only text or reactions changed.
         const attachmentsAfter = record.el.querySelector(".msg-attachments");
