@@ -27,7 +27,10 @@ DEFAULTS: dict[str, Any] = {
     "TOKEN_RATE": "30/min",
     "USER_SEARCH_RATE": "60/min",
     "REPORT_RATE": "20/hour",  # reports per user
+    "EXPORT_RATE": "3/day",  # data exports asked for, per user
     "SEARCH_RATE": "30/min",  # message searches (full text) per user
+    # How long a data export's download stays (then its zip is deleted).
+    "EXPORT_LINK_SECONDS": 4 * 24 * 3600,
     # --- messages ---
     "MESSAGE_MAX_LENGTH": 1000,  # characters of message text
     "FRAME_MAX_BYTES": 64 * 1024,  # a larger WebSocket frame gets `too_large`

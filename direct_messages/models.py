@@ -1,3 +1,5 @@
+import uuid
+
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
@@ -321,3 +323,28 @@ class ReportedMessage(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.seq} of report {self.report_id}"
+
+
+class ExportStatus(models.TextChoices):
+    PENDING = "pending"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class DataExport(models.Model):
+    """A user's copy of their data, built in the background (``exports.export_build``):
+    one zip in the default storage, downloadable by them until ``expires_at``."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    status = models.CharField(
+        max_length=8, choices=ExportStatus.choices, default=ExportStatus.PENDING
+    )
+    file = models.FileField(upload_to="dm/exports/", max_length=255, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)  # by whoever builds it
+    finished_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"export {self.pk} of {self.user_id} ({self.status})"

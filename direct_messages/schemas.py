@@ -452,6 +452,12 @@ class CreatedOut(Out):
     id: int
 
 
+class ExportOut(Out):
+    id: str = Field(json_schema_extra={"format": "uuid"})
+    status: Literal["pending", "ready", "failed"]
+    url: str | None  # the zip, for its owner only, until the export expires
+
+
 class PresenceOut(Out):
     online: bool
     last_active_at: Time | None

@@ -12,12 +12,15 @@ from typing import Any
 from django.db import connection
 from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet
 from django.db.models.expressions import RawSQL
+from django.utils import timezone
 
 from direct_messages.adapters import handle_of
 from direct_messages.errors import Invalid, NotFound
 from direct_messages.models import (
+    DataExport,
     DirectMessage,
     DirectMessageAttachFiles,
+    ExportStatus,
     Reaction,
     Room,
     RoomMember,
@@ -282,3 +285,14 @@ def attachment_for_viewer(*, user: Any, attachment_id: int) -> DirectMessageAtta
     if message is not None and user.pk in (message.room.user_lo_id, message.room.user_hi_id):
         return attachment
     raise NotFound("no such attachment")
+
+
+def export_for(*, user: Any, export_id: Any, ready: bool = False) -> DataExport:
+    """``user``'s own export, not expired (and ``ready``, if asked); else NotFound, so an
+    id of someone else's leaks nothing."""
+    export = DataExport.objects.filter(pk=export_id, user=user).first()
+    if export is None or (export.expires_at is not None and export.expires_at < timezone.now()):
+        raise NotFound("no such export")
+    if ready and export.status != ExportStatus.READY:
+        raise NotFound("this export is not ready")
+    return export

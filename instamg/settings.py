@@ -293,6 +293,7 @@ DIRECT_MESSAGES = {
     "TOKEN_RATE": os.environ.get("DM_TOKEN_RATE", "30/min"),
     "USER_SEARCH_RATE": os.environ.get("DM_USER_SEARCH_RATE", "60/min"),
     "REPORT_RATE": os.environ.get("DM_REPORT_RATE", "20/hour"),
+    "EXPORT_RATE": os.environ.get("DM_EXPORT_RATE", "3/day"),
     "SEARCH_RATE": os.environ.get("DM_SEARCH_RATE", "30/min"),
     "DATABASE_THREADS": DATABASE_THREADS,
     "MESSAGE_MAX_LENGTH": env_int("DM_MESSAGE_MAX_LENGTH", 1000),
