@@ -141,7 +141,9 @@ def export_write(user: Any, out: IO[bytes]) -> dict[str, Any]:
 
 def _file_add(archive: zipfile.ZipFile, row: Any) -> str:
     name = f"attachments/{row.pk}-{row.name or 'file'}"
-    with row.file.open("rb") as source, archive.open(name, "w") as target:
+    entry = zipfile.ZipInfo(name, date_time=row.created_at.timetuple()[:6])
+    entry.compress_type = zipfile.ZIP_STORED  # photos, video and voice are compressed
+    with row.file.open("rb") as source, archive.open(entry, "w") as target:
         shutil.copyfileobj(source, target, 1024 * 1024)
     return name
 
