@@ -172,6 +172,37 @@ def attachment_cases(kind: str) -> list[Case]:
     ]
 
 
+_exports: dict[str, str] = {}
+
+
+def foreign_export(w: World, p: Principal) -> str:
+    """An export of a member of the room ``p`` is not in (h's, for C), made once."""
+    owner = "h" if p.role == "C" else "d"
+    if owner not in _exports:
+        who = Principal(owner, "x", w.users[owner]["token"], w.account(owner))
+        _exports[owner] = ok(call(w.base, who, "POST", "/api/me/export"), 202)["id"]
+    return _exports[owner]
+
+
+MISSING_EXPORT = str(uuid.uuid4())
+
+
+def export_cases(suffix: str) -> list[Case]:
+    return [
+        Case(
+            "someone else's export",
+            lambda w, p: ("GET", f"/api/me/export/{foreign_export(w, p)}{suffix}", None, {}),
+            expect(404),
+            twin=lambda w, p: ("GET", f"/api/me/export/{MISSING_EXPORT}{suffix}", None, {}),
+            masked=lambda w, p: [foreign_export(w, p), MISSING_EXPORT],
+        )
+    ]
+
+
+def report_body(message_id: int) -> dict[str, Any]:
+    return {"reason": "spam", "message_ids": [message_id]}
+
+
 # Keyed by (method, path template) exactly as /api/openapi.json lists them: an
 # operation without a row fails the test. Rows run in this order (block, then unblock).
 API_MATRIX: dict[tuple[str, str], list[Case]] = {
@@ -274,6 +305,34 @@ API_MATRIX: dict[tuple[str, str], list[Case]] = {
             expect(204),
         )
     ],
+    ("POST", "/api/dm/{account}/report"): [
+        Case(
+            "in my conversation, report the other conversation's message",
+            lambda w, p: (
+                "POST",
+                f"/api/dm/{w.partner(p)}/report",
+                report_body(w.foreign_room(p).message_ids[0]),
+                {},
+            ),
+            expect(400),
+            twin=lambda w, p: (
+                "POST",
+                f"/api/dm/{w.partner(p)}/report",
+                report_body(MISSING_ID),
+                {},
+            ),
+        ),
+        Case(
+            "report a conversation I do not have",
+            lambda w, p: ("POST", f"/api/dm/{w.stranger(p)}/report", {"reason": "spam"}, {}),
+            expect(404),
+        ),
+    ],
+    ("POST", "/api/me/export"): [
+        Case("my own export", lambda w, p: ("POST", "/api/me/export", None, {}), expect(202))
+    ],
+    ("GET", "/api/me/export/{export_id}"): export_cases(""),
+    ("GET", "/api/me/export/{export_id}/download"): export_cases("/download"),
     ("POST", "/api/dm/{account}/accept"): stranger_op("accept"),
     ("POST", "/api/dm/{account}/mute"): stranger_op("mute"),
     ("POST", "/api/dm/{account}/unmute"): stranger_op("unmute"),
