@@ -11,3 +11,10 @@ class DirectMessagesConfig(AppConfig):
         from direct_messages.auth import connect_signals
 
         connect_signals()
+        try:  # notifications need the `push` extra (django-tasks, pywebpush)
+            from direct_messages import tasks
+        except ImportError:
+            return
+        from direct_messages.signals import message_sent
+
+        message_sent.connect(tasks.message_sent_receiver, dispatch_uid="direct_messages.push")

@@ -72,6 +72,23 @@ DEFAULTS: dict[str, Any] = {
     "REPLAY_BATCH": 500,
     # Threads per process for the sockets' database work, each keeping one connection.
     "DATABASE_THREADS": min(32, (os.cpu_count() or 1) + 4),
+    # --- notifications (docs/notifications.md; the `push` extra) ---
+    # The VAPID key pair's private half (RFC 8292): base64url of the raw P-256 scalar, as
+    # `manage.py dm_vapid_keys` prints it, or a PEM. Empty: no Web Push at all.
+    "VAPID_PRIVATE_KEY": "",
+    # Who the push services may contact about our pushes: "mailto:..." or "https://...".
+    "VAPID_SUBJECT": "mailto:admin@localhost",
+    # A notification waits this long, so a message read at once makes no buzz.
+    "PUSH_DELAY_SECONDS": 3.0,
+    # One push's HTTP timeout; a timeout or a 5xx is tried again after 2, 4, 8, ...
+    # seconds, at most PUSH_ATTEMPTS times in all, then given up (logged once).
+    "PUSH_TIMEOUT_SECONDS": 10.0,
+    "PUSH_ATTEMPTS": 5,
+    "PUSH_RETRY_BASE_SECONDS": 2.0,
+    # Subscription and settings changes per user (the endpoints of docs/notifications.md).
+    "PUSH_RATE": "30/min",
+    # The django-tasks backend alias the notifications are enqueued on.
+    "PUSH_TASK_BACKEND": "default",
 }
 
 
