@@ -145,7 +145,7 @@ def endpoint_check(endpoint: str) -> None:
         raise Invalid("endpoint: must be an https URL")
     try:
         infos = socket.getaddrinfo(host, port or 443, proto=socket.IPPROTO_TCP)
-    except (OSError, UnicodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a NUL, a label too long
         raise Invalid("endpoint: the host does not resolve") from exc
     addresses = {str(info[4][0]) for info in infos}
     if not addresses or not all(_address_public(a) for a in addresses):
