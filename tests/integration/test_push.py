@@ -365,3 +365,15 @@ def test_a_name_rebound_to_loopback_after_subscribing_is_never_pushed_to(
     run_worker()
     assert push_service.requests == []
     assert not PushSubscription.objects.exists()
+
+
+def test_unsubscribing_someone_elses_endpoint_deletes_nothing(
+    alice, bob, auth_client, push_service
+):
+    browser = push_service.subscription("bob")
+    assert subscribe(auth_client(bob), browser).status_code == 201
+    response = auth_client(alice).delete(
+        "/api/push/subscriptions", json.dumps({"endpoint": browser.endpoint}), "application/json"
+    )
+    assert response.status_code == 204
+    assert PushSubscription.objects.get().user == bob
