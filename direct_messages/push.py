@@ -360,6 +360,66 @@ def _topic(room_key: str) -> str:
     return b64url(hashlib.sha256(room_key.encode()).digest())[:32]
 
 
+def _peer_allowed(address: str, scheme: str) -> bool:
+    """Whether a connection for ``scheme`` may go on to ``address``: the rule of
+    :func:`endpoint_check`, applied to the address a connection actually reached."""
+    if scheme == "http":
+        return bool(settings.DEBUG) and address == "127.0.0.1"
+    return _address_public(address)
+
+
+def guarded_session() -> tuple[Any, list[str]]:
+    """A requests session whose every connection checks the address it reached, after
+    connecting and before sending a byte, and the list of addresses it refused.
+
+    :func:`endpoint_check` resolves the name, and then the connection resolves it again:
+    a name whose answers alternate (DNS rebinding with a zero TTL) could pass the one and
+    reach a private address with the other. Here the second is checked too. The session
+    ignores proxy variables, so that the address checked is the push service's."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    refused: list[str] = []
+
+    def checked(base: Any, scheme: str) -> Any:
+        class Checked(base):  # type: ignore[misc, valid-type]
+            def _new_conn(self) -> Any:
+                sock = super()._new_conn()
+                peer = str(sock.getpeername()[0])
+                if not _peer_allowed(peer, scheme):
+                    sock.close()
+                    refused.append(peer)
+                    raise OSError(f"{peer} is not a public address")
+                return sock
+
+        return Checked
+
+    class Pool(HTTPConnectionPool):
+        ConnectionCls = checked(HTTPConnection, "http")
+
+    class TlsPool(HTTPSConnectionPool):
+        ConnectionCls = checked(HTTPSConnection, "https")
+
+    class Adapter(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = {"http": Pool, "https": TlsPool}
+
+    session = requests.Session()
+    session.trust_env = False
+    session.mount("http://", Adapter())
+    session.mount("https://", Adapter())
+    return session, refused
+
+
+def _subscription_gone(subscription: PushSubscription, why: str) -> str:
+    logger.warning("push subscription %s deleted: %s", subscription.pk, why)
+    subscription.delete()
+    return "gone"
+
+
 def push_send(subscription: PushSubscription, data: str, *, topic: str) -> str:
     """POST one encrypted push: "sent"; "gone" (the push service said 404 or 410, or the
     endpoint now points somewhere it must not: the subscription is deleted); "retry"
@@ -370,9 +430,8 @@ def push_send(subscription: PushSubscription, data: str, *, topic: str) -> str:
     try:
         endpoint_check(subscription.endpoint)
     except Invalid as exc:
-        logger.warning("push subscription %s deleted: %s", subscription.pk, exc.detail)
-        subscription.delete()
-        return "gone"
+        return _subscription_gone(subscription, exc.detail)
+    session, refused = guarded_session()
     info = {
         "endpoint": subscription.endpoint,
         "keys": {"p256dh": subscription.p256dh, "auth": subscription.auth},
@@ -386,6 +445,7 @@ def push_send(subscription: PushSubscription, data: str, *, topic: str) -> str:
             timeout=float(dm_setting("PUSH_TIMEOUT_SECONDS")),
             ttl=PUSH_TTL_SECONDS,
             headers={"Urgency": "high", "Topic": _topic(topic)},
+            requests_session=session,
         )
     except WebPushException as exc:
         status = getattr(exc.response, "status_code", None)
@@ -397,7 +457,11 @@ def push_send(subscription: PushSubscription, data: str, *, topic: str) -> str:
         logger.warning("push refused by %s: %s", urlsplit(subscription.endpoint).netloc, status)
         return "refused"
     except RequestException:
+        if refused:
+            return _subscription_gone(subscription, f"endpoint: reached {refused[0]}")
         return "retry"
+    finally:
+        session.close()
     return "sent"
 
 

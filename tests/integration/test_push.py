@@ -6,6 +6,7 @@ browser would. The queue is the real one: the notification is a django-tasks tas
 the database, run by ``manage.py dm_worker``.
 """
 
+import itertools
 import json
 import socket
 import uuid
@@ -377,3 +378,32 @@ def test_unsubscribing_someone_elses_endpoint_deletes_nothing(
     )
     assert response.status_code == 204
     assert PushSubscription.objects.get().user == bob
+
+
+def test_a_name_that_passes_the_check_then_connects_to_loopback_is_refused(
+    alice, bob, auth_client, push_service, monkeypatch, caplog
+):
+    """DNS rebinding with a zero TTL: the name resolves to a public address for every
+    check, and to loopback for the connection itself. The connection is refused before
+    a byte is sent, and the subscription deleted."""
+    public, loopback = "93.184.216.34", "127.0.0.1"
+    # Subscribing checks once; then each attempt checks, and connects.
+    answers = itertools.chain([public], itertools.cycle([public, loopback]))
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host == "push.attacker.example":
+            address = next(answers)
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+        return REAL_GETADDRINFO(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    browser = push_service.subscription("bob")
+    browser.endpoint = f"https://push.attacker.example:{push_service.port}/push/bob"
+    assert subscribe(auth_client(bob), browser).status_code == 201
+    send(bob, alice, "hi")
+    send(alice, bob, "hello")
+    with caplog.at_level("WARNING", logger="direct_messages.push"):
+        run_worker()
+    assert push_service.requests == []
+    assert not PushSubscription.objects.exists()
+    assert "endpoint: reached 127.0.0.1" in caplog.text
