@@ -309,3 +309,23 @@ class PushDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"push of {self.message_id} to {self.subscription_id}"
+
+
+class ConversationWatch(models.Model):
+    """A socket open on a conversation, kept where another process can see it.
+
+    Without Redis, presence lives in the server process's memory, which the task worker
+    (another process) cannot read; whether a user has the conversation open is what holds
+    a notification back, so a socket of a user who has push subscriptions is also written
+    here, refreshed with its heartbeat and expiring as presence does."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+", db_index=False)
+    room_key = models.CharField(max_length=64)
+    conn = models.CharField(max_length=200)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "room_key"], name="watch_user_room_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} watching {self.room_key}"

@@ -15,7 +15,7 @@ import pytest
 from django.core.management import call_command
 
 from direct_messages import presence, services
-from direct_messages.models import PushDelivery, PushSubscription
+from direct_messages.models import ConversationWatch, PushDelivery, PushSubscription
 from tests.push_service import BrowserSubscription, PushService
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -124,12 +124,18 @@ async def test_a_socket_on_the_conversation_means_no_push(
     bob_ws = await ws_connect("/ws/dm/alice/", bob)
     assert (await bob_ws.receive_json_from())["type"] == "room.joined"
     message = await sync_to_async(send)(alice, bob, "while bob looks")
-    assert presence.store().watching(bob.pk, message.room.key)
+    watching = sync_to_async(presence.store().watching)
+    assert await watching(bob.pk, message.room.key)
+    if isinstance(presence.store(), presence.MemoryPresence):
+        # Also in the database, for the worker (another process) to see.
+        stored = ConversationWatch.objects.filter(user=bob, room_key=message.room.key)
+        assert await stored.acount() == 1
     # The worker's signal handlers need the main thread: the task is run here instead.
     assert await sync_to_async(tasks.message_notify.call)(message.pk) == "watching"
     assert push_service.requests == []
     await bob_ws.disconnect()
-    assert not presence.store().watching(bob.pk, message.room.key)
+    assert not await watching(bob.pk, message.room.key)
+    assert not await ConversationWatch.objects.aexists()
     assert await sync_to_async(tasks.message_notify.call)(message.pk) == "sent"
     assert len(push_service.pushes) == 1
 

@@ -2,6 +2,7 @@
 database, a ``manage.py dm_worker`` process runs it and pushes to a push service
 stand-in, which checks the VAPID token; the push is decrypted as the browser would."""
 
+import asyncio
 import os
 import time
 import uuid
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.push_service import PushService
-from tests.support import PY, http_json, server_env, signup, spawn, stop
+from tests.support import PY, http_json, open_dm, server_env, signup, spawn, stop
 
 pytestmark = pytest.mark.live
 
@@ -77,3 +78,44 @@ def test_offline_recipient_is_pushed_by_the_worker_and_a_read_message_is_not(
         # The one worker runs tasks in the order they are due: "read at once" was
         # decided before this one, and made no request.
         assert len(service.requests) == 1 and service.rejected == []
+
+
+async def test_a_socket_open_on_the_conversation_holds_the_push_back(asgi_server_factory, worker):
+    """The worker is another process than the server: it sees bob's open conversation
+    through Redis, or on the embedded default through the database."""
+    server = asgi_server_factory(os.environ.get("REDIS_URL") or None, DM_PUSH_DELAY_SECONDS=DELAY)
+    alice, bob = signup(server.http), signup(server.http)
+    status, key = http_json("GET", f"{server.http}/api/push/vapid-public-key", token=bob["token"])
+    assert status == 200
+    with PushService(key["key"]) as service:
+        browser = service.subscription("bob")
+        assert (
+            post(server.http, "/api/push/subscriptions", browser.to_json(), bob["token"])[0] == 201
+        )
+        to_alice, to_bob = (
+            f"/api/dm/{alice['account']}/messages",
+            f"/api/dm/{bob['account']}/messages",
+        )
+        assert (
+            post(
+                server.http,
+                to_alice,
+                {"client_id": str(uuid.uuid4()), "message": "hi"},
+                bob["token"],
+            )[0]
+            == 201
+        )
+
+        # bob has the conversation open (and reads nothing: this client sends no `read`).
+        conn = await open_dm(f"{server.ws}/ws/dm/{alice['account']}/", bob["token"])
+        body = {"client_id": str(uuid.uuid4()), "message": "while bob looks"}
+        assert post(server.http, to_bob, body, alice["token"])[0] == 201
+        await asyncio.sleep(float(DELAY) + 1.5)  # the task is due and run meanwhile
+        await conn.close()
+        await asyncio.sleep(0.5)  # the server has seen the socket go
+
+        body = {"client_id": str(uuid.uuid4()), "message": "after bob left"}
+        assert post(server.http, to_bob, body, alice["token"])[0] == 201
+        (push,) = service.wait_for(1, timeout=30)
+        assert browser.decrypt(push.body)["body"] == "after bob left"
+        assert len(service.requests) == 1
