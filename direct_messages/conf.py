@@ -85,6 +85,10 @@ DEFAULTS: dict[str, Any] = {
     "PUSH_TIMEOUT_SECONDS": 10.0,
     "PUSH_ATTEMPTS": 5,
     "PUSH_RETRY_BASE_SECONDS": 2.0,
+    # A task or a push a worker started this long ago and never finished is taken as
+    # its worker's death: the task runs again, the push is claimed again. Longer than
+    # any task takes (PUSH_TIMEOUT_SECONDS per subscription of the recipient).
+    "PUSH_CLAIM_SECONDS": 300,
     # Subscription and settings changes per user (the endpoints of docs/notifications.md).
     "PUSH_RATE": "30/min",
     # The django-tasks backend alias the notifications are enqueued on.

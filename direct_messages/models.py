@@ -282,8 +282,10 @@ class PushDelivery(models.Model):
     The row is inserted (or moved from ``retry``) to ``sending`` before the push goes
     out, under the unique constraint: a task that runs twice, or two workers running
     one, cannot both claim it, so none is sent twice. A push service that fails for a
-    while moves it to ``retry`` for the next attempt to claim; a worker that dies
-    mid-push leaves it ``sending``, and that one is lost rather than sent twice."""
+    while moves it to ``retry`` for the next attempt to claim. A claim is a lease: a
+    worker that died mid-push leaves it ``sending``, and after ``PUSH_CLAIM_SECONDS``
+    another run may claim it again (the push may then arrive twice if the dead worker
+    had sent it, and the second replaces the first: they share the conversation's tag)."""
 
     class State(models.TextChoices):
         SENDING = "sending"
@@ -298,6 +300,7 @@ class PushDelivery(models.Model):
     state = models.CharField(max_length=8, choices=State.choices, default=State.SENDING)
     attempts = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
+    claimed_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         verbose_name_plural = "push deliveries"

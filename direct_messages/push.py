@@ -13,6 +13,7 @@ needs them, so that a host without the extra still imports this module.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import functools
 import hashlib
 import ipaddress
@@ -27,6 +28,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q, Sum
 from django.urls import reverse
+from django.utils import timezone
 
 from direct_messages import presence
 from direct_messages.adapters import get_adapter, handle_of
@@ -335,20 +337,30 @@ def message_notify(*, message_id: int, attempt: int = 1) -> NotifyResult:
                 )
         if outcome != "gone":  # else the row went with its subscription
             delivery.save(update_fields=["state", "attempts"])
+    if not result.sent:
+        result.reason = "retry" if result.retry else "none sent"
     return result
 
 
 def _delivery_claim(message: DirectMessage, subscription: PushSubscription) -> PushDelivery | None:
     """The delivery row of this push, claimed for sending, or None if another run has
-    it (sending, or sent, or given up)."""
+    it (sending, or sent, or given up). A claim older than ``PUSH_CLAIM_SECONDS`` was
+    a worker's that died: it is taken over."""
     try:
         with transaction.atomic():
             return PushDelivery.objects.create(message=message, subscription=subscription)
     except IntegrityError:
         pass
-    claimed = PushDelivery.objects.filter(
-        message=message, subscription=subscription, state=PushDelivery.State.RETRY
-    ).update(state=PushDelivery.State.SENDING)
+    now = timezone.now()
+    abandoned = now - dt.timedelta(seconds=float(dm_setting("PUSH_CLAIM_SECONDS")))
+    claimed = (
+        PushDelivery.objects.filter(message=message, subscription=subscription)
+        .filter(
+            Q(state=PushDelivery.State.RETRY)
+            | Q(state=PushDelivery.State.SENDING, claimed_at__lt=abandoned)
+        )
+        .update(state=PushDelivery.State.SENDING, claimed_at=now)
+    )
     if not claimed:
         return None
     return PushDelivery.objects.get(message=message, subscription=subscription)

@@ -41,6 +41,22 @@ def notify_enqueue(message_id: int, *, delay: float, attempt: int = 1) -> None:
     message_notify.using(**options).enqueue(message_id, attempt)
 
 
+def abandoned_tasks_requeue() -> int:
+    """Make the notification tasks a dead worker left running ready to run again (the
+    database backend does not): those started more than ``PUSH_CLAIM_SECONDS`` ago.
+    Their pushes are sent once all the same (:class:`~direct_messages.models.PushDelivery`).
+    Returns how many."""
+    from django_tasks import TaskResultStatus
+    from django_tasks_db.models import DBTaskResult
+
+    cutoff = timezone.now() - dt.timedelta(seconds=float(dm_setting("PUSH_CLAIM_SECONDS")))
+    return DBTaskResult.objects.filter(
+        status=TaskResultStatus.RUNNING,
+        started_at__lt=cutoff,
+        task_path=message_notify.module_path,
+    ).update(status=TaskResultStatus.READY)
+
+
 def message_sent_receiver(sender: Any, message: DirectMessage, **kwargs: Any) -> None:
     """``message_sent`` (after commit): enqueue the notification, if one may be wanted.
 

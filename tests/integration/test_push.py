@@ -413,3 +413,40 @@ def test_a_name_that_passes_the_check_then_connects_to_loopback_is_refused(
     assert push_service.requests == []
     assert not PushSubscription.objects.exists()
     assert "endpoint: reached 127.0.0.1" in caplog.text
+
+
+def test_a_worker_that_died_mid_push_loses_no_notification(alice, bob, push_service, bob_browser):
+    """The task was claimed and the push claimed, then the worker died: the next worker
+    runs the task again and takes the abandoned push over, once."""
+    import datetime as dt
+
+    from django.utils import timezone
+    from django_tasks import TaskResultStatus
+    from django_tasks_db.models import DBTaskResult
+
+    send(bob, alice, "hi")
+    message = send(alice, bob, "do not lose me")
+    long_ago = timezone.now() - dt.timedelta(minutes=10)
+    task = DBTaskResult.objects.get()
+    DBTaskResult.objects.filter(pk=task.pk).update(
+        status=TaskResultStatus.RUNNING, started_at=long_ago, worker_ids=["dead"]
+    )
+    PushDelivery.objects.create(
+        message=message, subscription=PushSubscription.objects.get(), claimed_at=long_ago
+    )
+    run_worker()
+    (push,) = push_service.pushes
+    assert bob_browser.decrypt(push.body)["body"] == "do not lose me"
+    assert PushDelivery.objects.get().state == PushDelivery.State.SENT
+    task.refresh_from_db()
+    assert task.status == TaskResultStatus.SUCCESSFUL
+
+
+def test_a_push_another_worker_is_sending_now_is_left_to_it(alice, bob, push_service, bob_browser):
+    from direct_messages import tasks
+
+    send(bob, alice, "hi")
+    message = send(alice, bob, "being sent elsewhere")
+    PushDelivery.objects.create(message=message, subscription=PushSubscription.objects.get())
+    assert tasks.message_notify.call(message.pk) == "none sent"
+    assert push_service.requests == []

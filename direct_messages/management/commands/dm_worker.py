@@ -13,7 +13,7 @@ class Command(BaseCommand):
         "Run the worker of the app's task queue (notifications, docs/notifications.md) for "
         "the django-tasks backend the PUSH_TASK_BACKEND setting names: with the database "
         "backend, django-tasks-db's own worker. Run it beside the server; several may run "
-        "at once."
+        "at once. On start it runs again the notification tasks a dead worker left."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -49,6 +49,10 @@ class Command(BaseCommand):
                 f"the {alias!r} backend ({type(backend).__name__}) has no worker to run here: "
                 "use django_tasks_db.DatabaseBackend (docs/notifications.md)"
             )
+        from direct_messages.tasks import abandoned_tasks_requeue
+
+        if requeued := abandoned_tasks_requeue():
+            self.stderr.write(f"{requeued} notification task(s) of a dead worker run again")
         worker_args = ["--backend", alias, "--interval", str(options["interval"])]
         worker_args.append("--reload" if options["reload"] else "--no-reload")
         if options["batch"]:
