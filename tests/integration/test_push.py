@@ -450,3 +450,29 @@ def test_a_push_another_worker_is_sending_now_is_left_to_it(alice, bob, push_ser
     PushDelivery.objects.create(message=message, subscription=PushSubscription.objects.get())
     assert tasks.message_notify.call(message.pk) == "none sent"
     assert push_service.requests == []
+
+
+def test_a_message_unsent_within_the_delay_makes_no_push(alice, bob, push_service, bob_browser):
+    send(bob, alice, "hi")
+    message = send(alice, bob, "oops")
+    services.message_unsend(user=alice, room_key=message.room.key, message_id=message.pk)
+    run_worker()
+    assert push_service.requests == []
+
+
+def test_edits_and_reactions_notify_nobody(alice, bob, push_service, bob_browser):
+    from django_tasks_db.models import DBTaskResult
+
+    send(bob, alice, "hi")
+    message = send(alice, bob, "typo")
+    run_worker()
+    assert len(push_service.pushes) == 1
+    queued = DBTaskResult.objects.count()
+    services.message_edit(
+        user=alice, room_key=message.room.key, message_id=message.pk, text="fixed"
+    )
+    services.reaction_set(
+        user=alice, room_key=message.room.key, message_id=message.pk, emoji_text="👍"
+    )
+    run_worker()
+    assert DBTaskResult.objects.count() == queued and len(push_service.pushes) == 1
