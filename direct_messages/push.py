@@ -20,6 +20,7 @@ import ipaddress
 import json
 import logging
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -122,6 +123,25 @@ def _address_public(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
+RESOLVE_TIMEOUT_SECONDS = 3.0
+_resolver = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dm-push-resolve")
+
+
+def _resolve(host: str, port: int) -> list[Any]:
+    """``getaddrinfo``, given at most RESOLVE_TIMEOUT_SECONDS: it has no timeout of its
+    own, and a request (a subscription) must not wait on a name server an attacker
+    chose for as long as that server likes. A lookup that outlives the wait finishes in
+    the background, in a pool of four threads."""
+    lookup = _resolver.submit(socket.getaddrinfo, host, port, proto=socket.IPPROTO_TCP)
+    try:
+        return list(lookup.result(timeout=RESOLVE_TIMEOUT_SECONDS))
+    except TimeoutError as exc:  # before OSError, of which it is one
+        lookup.cancel()
+        raise Invalid("endpoint: the host does not resolve in time") from exc
+    except (OSError, ValueError) as exc:  # ValueError: a NUL, a label too long
+        raise Invalid("endpoint: the host does not resolve") from exc
+
+
 def endpoint_check(endpoint: str) -> None:
     """Refuse (Invalid) an endpoint the server must not POST to.
 
@@ -145,11 +165,7 @@ def endpoint_check(endpoint: str) -> None:
         return
     if parts.scheme != "https":
         raise Invalid("endpoint: must be an https URL")
-    try:
-        infos = socket.getaddrinfo(host, port or 443, proto=socket.IPPROTO_TCP)
-    except (OSError, ValueError) as exc:  # ValueError: a NUL, a label too long
-        raise Invalid("endpoint: the host does not resolve") from exc
-    addresses = {str(info[4][0]) for info in infos}
+    addresses = {str(info[4][0]) for info in _resolve(host, port or 443)}
     if not addresses or not all(_address_public(a) for a in addresses):
         raise Invalid("endpoint: the host is not a public address")
 

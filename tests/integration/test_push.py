@@ -476,3 +476,24 @@ def test_edits_and_reactions_notify_nobody(alice, bob, push_service, bob_browser
     )
     run_worker()
     assert DBTaskResult.objects.count() == queued and len(push_service.pushes) == 1
+
+
+def test_a_name_server_that_never_answers_costs_a_subscription_request_little(
+    bob, auth_client, push_settings, monkeypatch
+):
+    import time
+
+    from direct_messages import push
+
+    def slow(host, port, *args, **kwargs):
+        if host == "slow.attacker.example":
+            time.sleep(1.5)
+        return REAL_GETADDRINFO(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+    monkeypatch.setattr(push, "RESOLVE_TIMEOUT_SECONDS", 0.2)
+    started = time.monotonic()
+    response = subscribe(auth_client(bob), BrowserSubscription("https://slow.attacker.example/p"))
+    assert time.monotonic() - started < 1.0
+    assert response.status_code == 400
+    assert response.json()["error"]["detail"] == "endpoint: the host does not resolve in time"
