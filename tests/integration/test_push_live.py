@@ -15,7 +15,23 @@ from tests.support import PY, http_json, open_dm, server_env, signup, spawn, sto
 
 pytestmark = pytest.mark.live
 
-DELAY = "1"  # DM_PUSH_DELAY_SECONDS, for the server (which enqueues) and the worker
+DELAY = "2"  # DM_PUSH_DELAY_SECONDS, for the server (which enqueues) and the worker
+
+
+class Worker:
+    """The worker process, as its log tells what it did."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+
+    def wait_for_tasks(self, count: int, timeout: float = 30.0) -> None:
+        """Until ``count`` tasks have finished (successfully)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.log.exists() and self.log.read_text().count("state=SUCCESSFUL") >= count:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"fewer than {count} tasks finished:\n{self.log.read_text()[-2000:]}")
 
 
 @pytest.fixture
@@ -24,7 +40,7 @@ def worker(live_database_url, tmp_path: Path):
     log = tmp_path / "worker.log"
     env = server_env(live_database_url, os.environ.get("REDIS_URL"), DM_PUSH_DELAY_SECONDS=DELAY)
     proc = spawn([PY, "manage.py", "dm_worker", "--interval", "0.2"], env, log)
-    yield proc
+    yield Worker(log)
     stop(proc)
     text = log.read_text(errors="replace")
     if "Traceback" in text:
@@ -110,7 +126,7 @@ async def test_a_socket_open_on_the_conversation_holds_the_push_back(asgi_server
         conn = await open_dm(f"{server.ws}/ws/dm/{alice['account']}/", bob["token"])
         body = {"client_id": str(uuid.uuid4()), "message": "while bob looks"}
         assert post(server.http, to_bob, body, alice["token"])[0] == 201
-        await asyncio.sleep(float(DELAY) + 1.5)  # the task is due and run meanwhile
+        await asyncio.to_thread(worker.wait_for_tasks, 1)  # its task has run
         await conn.close()
         await asyncio.sleep(0.5)  # the server has seen the socket go
 
