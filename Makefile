@@ -26,7 +26,9 @@ run: install
 	$(PY) manage.py migrate --noinput
 	$(if $(LOOPBACK),$(PY) manage.py seed_demo,@echo "HOST=$(HOST) is not loopback: no demo users")
 	@echo "Serving on http://$(HOST):$(PORT)/$(if $(LOOPBACK),  (log in as alice or bob))"
-	$(PY) -m daphne -b $(HOST) -p $(PORT) instamg.asgi:application
+	@# The task worker (notifications) runs beside the server and stops with it.
+	$(PY) manage.py dm_worker & worker=$$!; trap 'kill $$worker 2>/dev/null' EXIT; \
+		$(PY) -m daphne -b $(HOST) -p $(PORT) instamg.asgi:application
 
 lint: install
 	$(VENV)/bin/ruff check .

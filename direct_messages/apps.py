@@ -16,3 +16,10 @@ class DirectMessagesConfig(AppConfig):
 
         connect_signals()
         post_save.connect(send_window_create, sender=get_user_model(), dispatch_uid="dm_window")
+        try:  # notifications need the `push` extra (django-tasks, pywebpush)
+            from direct_messages import tasks
+        except ImportError:
+            return
+        from direct_messages.signals import message_sent
+
+        message_sent.connect(tasks.message_sent_receiver, dispatch_uid="direct_messages.push")

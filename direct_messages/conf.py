@@ -76,6 +76,27 @@ DEFAULTS: dict[str, Any] = {
     "REPLAY_BATCH": 500,
     # Threads per process for the sockets' database work, each keeping one connection.
     "DATABASE_THREADS": min(32, (os.cpu_count() or 1) + 4),
+    # --- notifications (docs/notifications.md; the `push` extra) ---
+    # The VAPID key pair's private half (RFC 8292): base64url of the raw P-256 scalar, as
+    # `manage.py dm_vapid_keys` prints it, or a PEM. Empty: no Web Push at all.
+    "VAPID_PRIVATE_KEY": "",
+    # Who the push services may contact about our pushes: "mailto:..." or "https://...".
+    "VAPID_SUBJECT": "mailto:admin@localhost",
+    # A notification waits this long, so a message read at once makes no buzz.
+    "PUSH_DELAY_SECONDS": 3.0,
+    # One push's HTTP timeout; a timeout or a 5xx is tried again after 2, 4, 8, ...
+    # seconds, at most PUSH_ATTEMPTS times in all, then given up (logged once).
+    "PUSH_TIMEOUT_SECONDS": 10.0,
+    "PUSH_ATTEMPTS": 5,
+    "PUSH_RETRY_BASE_SECONDS": 2.0,
+    # A task or a push a worker started this long ago and never finished is taken as
+    # its worker's death: the task runs again, the push is claimed again. Longer than
+    # any task takes (PUSH_TIMEOUT_SECONDS per subscription of the recipient).
+    "PUSH_CLAIM_SECONDS": 300,
+    # Subscription and settings changes per user (the endpoints of docs/notifications.md).
+    "PUSH_RATE": "30/min",
+    # The django-tasks backend alias the notifications are enqueued on.
+    "PUSH_TASK_BACKEND": "default",
 }
 
 

@@ -153,7 +153,7 @@ class FrameConsumer(AsyncWebsocketConsumer):
         while True:
             if self.layer_ok and self.channel_name:
                 await self._rejoin()
-            await presence.store().refresh(self.user.pk, self.presence_id)
+            await presence.store().refresh(self.user.pk, self.presence_id, self.presence_room)
             await asyncio.sleep(heartbeat_seconds())
 
     async def admit(self) -> bool:
@@ -167,6 +167,7 @@ class FrameConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_TOO_MANY_SOCKETS)
             return False
         self.presence_id = conn
+        self.presence_room: str | None = None  # a conversation's socket sets its room
         self.first_socket = count == 1
         return True
 
@@ -180,7 +181,7 @@ class FrameConsumer(AsyncWebsocketConsumer):
         conn = getattr(self, "presence_id", None)
         if conn is None:
             return
-        last = await presence.store().disconnect(self.user.pk, conn)
+        last = await presence.store().disconnect(self.user.pk, conn, self.presence_room)
         if last and self._heartbeat_task is not None:  # announced online, so announce offline
             await services.run(services.presence_changed, user=self.user, online=False)
 
@@ -343,6 +344,9 @@ class DirectMessageConsumer(FrameConsumer):
             return
         self.room_key = pair_room_key(self.user.pk, self.other.pk)
         self.delivering = asyncio.Lock()
+        # Counted as looking at the conversation: no notifications for it meanwhile.
+        self.presence_room = self.room_key
+        await presence.store().refresh(self.user.pk, self.presence_id, self.room_key)
         await self.join(self.room_key)
         state = await in_thread(selectors.room_state)(self.user, self.other)
         self.room_id: int | None = state["room_id"]

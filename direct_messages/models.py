@@ -348,3 +348,91 @@ class DataExport(models.Model):
 
     def __str__(self) -> str:
         return f"export {self.pk} of {self.user_id} ({self.status})"
+
+
+class UserSettings(models.Model):
+    """A user's own settings for the app (the host's user model is not the app's to
+    extend). No row means every default."""
+
+    user = models.OneToOneField(User, primary_key=True, on_delete=models.CASCADE, related_name="+")
+    # Notifications show the text of a message (or "Photo", ...); off: the sender only.
+    previews = models.BooleanField(default=True)
+
+    class Meta:
+        verbose_name_plural = "user settings"
+
+    def __str__(self) -> str:
+        return f"settings of {self.user_id}"
+
+
+class PushSubscription(models.Model):
+    """A browser's Web Push subscription (RFC 8030): where to POST and the keys to
+    encrypt for (RFC 8291). The endpoint is unique: a browser re-subscribing, or
+    another user logging in on it, takes the row over."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    endpoint = models.URLField(max_length=1000, unique=True)
+    p256dh = models.CharField(max_length=100)
+    auth = models.CharField(max_length=50)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"push subscription {self.pk} of {self.user_id}"
+
+
+class PushDelivery(models.Model):
+    """One message's notification to one subscription: the idempotency key of a push.
+
+    The row is inserted (or moved from ``retry``) to ``sending`` before the push goes
+    out, under the unique constraint: a task that runs twice, or two workers running
+    one, cannot both claim it, so none is sent twice. A push service that fails for a
+    while moves it to ``retry`` for the next attempt to claim. A claim is a lease: a
+    worker that died mid-push leaves it ``sending``, and after ``PUSH_CLAIM_SECONDS``
+    another run may claim it again (the push may then arrive twice if the dead worker
+    had sent it, and the second replaces the first: they share the conversation's tag)."""
+
+    class State(models.TextChoices):
+        SENDING = "sending"
+        RETRY = "retry"
+        SENT = "sent"
+        GAVE_UP = "gave_up"
+
+    message = models.ForeignKey(DirectMessage, on_delete=models.CASCADE, related_name="+")
+    subscription = models.ForeignKey(
+        PushSubscription, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    state = models.CharField(max_length=8, choices=State.choices, default=State.SENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    claimed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "push deliveries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["message", "subscription"], name="push_delivery_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"push of {self.message_id} to {self.subscription_id}"
+
+
+class ConversationWatch(models.Model):
+    """A socket open on a conversation, kept where another process can see it.
+
+    Without Redis, presence lives in the server process's memory, which the task worker
+    (another process) cannot read; whether a user has the conversation open is what holds
+    a notification back, so a socket of a user who has push subscriptions is also written
+    here, refreshed with its heartbeat and expiring as presence does."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+", db_index=False)
+    room_key = models.CharField(max_length=64)
+    conn = models.CharField(max_length=200)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "room_key"], name="watch_user_room_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} watching {self.room_key}"

@@ -14,6 +14,7 @@ from direct_messages import views
 from direct_messages.api import router as direct_messages_router
 from direct_messages.api_attachments import router as attachments_router
 from direct_messages.api_me import me_router
+from direct_messages.api_push import router as push_router
 from direct_messages.api_users import auth_router, users_router
 from direct_messages.conf import dm_setting
 from direct_messages.envelope import api_envelope, api_not_found
@@ -27,6 +28,7 @@ api.add_router("/users", users_router)
 api.add_router("/", direct_messages_router)
 api.add_router("/attachments", attachments_router)
 api.add_router("/me", me_router)
+api.add_router("/", push_router)
 for api_prefix, router_path in dm_setting("API_ROUTERS").items():
     api.add_router(api_prefix, import_string(router_path))
 

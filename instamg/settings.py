@@ -10,7 +10,7 @@ import datetime as dt
 import os
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,21 @@ def env_list(name: str, default: str) -> list[str]:
 DEBUG = env_bool("DEBUG", True)
 
 
-def local_secret_key(path: Path) -> str:
+def random_secret() -> str:
+    return secrets.token_urlsafe(50)
+
+
+def vapid_private_key() -> str:
+    """A new VAPID private key (P-256), as ``manage.py dm_vapid_keys`` prints it."""
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    scalar = ec.generate_private_key(ec.SECP256R1()).private_numbers().private_value
+    return base64.urlsafe_b64encode(scalar.to_bytes(32, "big")).rstrip(b"=").decode()
+
+
+def local_secret_key(path: Path, make: Callable[[], str] = random_secret) -> str:
     """This checkout's own random key, made on first use and kept in ``var/`` (never in
     git): the embedded default signs with a key nobody else has. Several processes
     starting at once agree on one key (the first to create the file wins)."""
@@ -51,7 +65,7 @@ def local_secret_key(path: Path) -> str:
                 return key
             time.sleep(0.1)
         raise ImproperlyConfigured(f"{path} is empty: delete it to make a new key") from None
-    key = secrets.token_urlsafe(50)
+    key = make()
     with os.fdopen(fd, "w") as out:
         out.write(key)
     return key
@@ -85,6 +99,8 @@ INSTALLED_APPS = [
     "ninja",  # Swagger UI for /api/docs from our static files, not a CDN (a CSP allows it)
     "users",
     "direct_messages",
+    "django_tasks",
+    "django_tasks_db",
 ]
 
 MIDDLEWARE = [
@@ -176,6 +192,19 @@ if REDIS_URL:
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# --- Task queue ---------------------------------------------------------------------
+# Notifications go out from a worker (`python manage.py dm_worker`, which `make run`
+# starts beside the server), through django-tasks' database backend: the tasks wait in
+# the database the messages are in.
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+
+# Web Push's VAPID key (RFC 8292), the same on every process: VAPID_PRIVATE_KEY from the
+# environment (`manage.py dm_vapid_keys` makes one), or (DEBUG only) one made for this
+# checkout and kept in var/. Neither: no Web Push.
+VAPID_PRIVATE_KEY = os.environ.get("VAPID_PRIVATE_KEY", "")
+if not VAPID_PRIVATE_KEY and DEBUG:
+    VAPID_PRIVATE_KEY = local_secret_key(BASE_DIR / "var" / "vapid_private_key", vapid_private_key)
 
 # --- Auth ---------------------------------------------------------------------------
 AUTH_USER_MODEL = "users.User"
@@ -320,6 +349,11 @@ DIRECT_MESSAGES = {
     "FRAME_BURST": env_int("DM_FRAME_BURST", 40),
     "REPLAY_BATCH": env_int("DM_REPLAY_BATCH", 500),
     "REDIS_URL": REDIS_URL,
+    "VAPID_PRIVATE_KEY": VAPID_PRIVATE_KEY,
+    "VAPID_SUBJECT": os.environ.get("VAPID_SUBJECT", "mailto:admin@localhost"),
+    "PUSH_DELAY_SECONDS": float(os.environ.get("DM_PUSH_DELAY_SECONDS") or 3.0),
+    "PUSH_RETRY_BASE_SECONDS": float(os.environ.get("DM_PUSH_RETRY_BASE_SECONDS") or 2.0),
+    "PUSH_ATTEMPTS": env_int("DM_PUSH_ATTEMPTS", 5),
 }
 
 # --- HTTPS and error reports (python manage.py check --deploy) -----------------------

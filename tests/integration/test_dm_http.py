@@ -353,6 +353,10 @@ def test_a_send_is_one_transaction_and_keeps_every_counter(alice, bob, send_path
     statements = [q["sql"].split()[0] for q in queries.captured_queries]
     # First, whether the sender is still active (a socket's user was read at its handshake).
     assert statements[0] == "SELECT" and "is_active" not in queries.captured_queries[0]["sql"][:7]
+    # Last, after commit: whether the recipient has a push subscription, i.e. whether a
+    # notification is worth a task (docs/notifications.md).
+    assert statements.pop() == "SELECT"
+    assert "pushsubscription" in queries.captured_queries[-1]["sql"]
     if send_path == "statement":  # then one statement: no BEGIN, no COMMIT
         assert statements[1:] == ["WITH"]
     else:

@@ -87,6 +87,12 @@ def get(path: str, **headers: str) -> Callable[..., Req]:
     return lambda *_: ("GET", path, None, headers)
 
 
+# A P-256 point (the generator), as a browser's subscription key would be.
+PROBE_P256DH = (
+    "BGsX0fLhLEJH-Lzm5WOkQPJ3A32BLeszoPShOUXYmMKWT-NC4v4af5uO5-tKfA-eFivOM1drMV7Oy7ZAaDe_UfU"
+)
+
+
 def send_body(**extra: Any) -> dict[str, Any]:
     return {"client_id": str(uuid.uuid4()), "message": "probe", **extra}
 
@@ -470,6 +476,44 @@ API_MATRIX: dict[tuple[str, str], list[Case]] = {
     ("POST", "/api/attachments"): [Case("upload", upload_request, expect(201))],
     ("GET", "/api/attachments/{attachment_id}/file"): attachment_cases("file"),
     ("GET", "/api/attachments/{attachment_id}/thumbnail"): attachment_cases("thumbnail"),
+    ("GET", "/api/push/vapid-public-key"): [
+        Case("the server's VAPID key", get("/api/push/vapid-public-key"), expect(200))
+    ],
+    ("POST", "/api/push/subscriptions"): [
+        Case(
+            "a subscription aimed at a private address",
+            lambda w, p: (
+                "POST",
+                "/api/push/subscriptions",
+                {
+                    "endpoint": "https://10.0.0.1/push",
+                    "keys": {"p256dh": PROBE_P256DH, "auth": "AAAAAAAAAAAAAAAAAAAAAA"},
+                },
+                {},
+            ),
+            expect(400),
+        )
+    ],
+    ("DELETE", "/api/push/subscriptions"): [
+        Case(
+            "unsubscribe an endpoint that is not mine",
+            lambda w, p: (
+                "DELETE",
+                "/api/push/subscriptions",
+                {"endpoint": "https://push.example.com/someone-else"},
+                {},
+            ),
+            expect(204),
+        )
+    ],
+    ("GET", "/api/settings"): [Case("my settings", get("/api/settings"), expect(200))],
+    ("PATCH", "/api/settings"): [
+        Case(
+            "a change of nothing",
+            lambda w, p: ("PATCH", "/api/settings", {}, {}),
+            expect(200),
+        )
+    ],
 }
 
 HTML = {"Accept": "text/html"}

@@ -1,0 +1,96 @@
+"""HTTP routes for notifications (PROTOCOL.md, "Notifications"): thin, each validates,
+calls :mod:`direct_messages.push` and returns."""
+
+from typing import Any
+
+from django.http import HttpRequest
+from ninja import Router, Schema, Status
+from pydantic import Field
+
+from direct_messages import push
+from direct_messages.conf import dm_setting
+from direct_messages.http import RateThrottle, errors
+
+router = Router(tags=["notifications"])
+# Every change costs a write (and a subscription a DNS lookup): limited per user.
+push_throttle = RateThrottle("push", lambda: dm_setting("PUSH_RATE"), per="user")
+
+
+class VapidKeyOut(Schema):
+    key: str = Field(description="base64url of the uncompressed P-256 point")
+
+
+class SubscriptionKeys(Schema):
+    p256dh: str = Field(max_length=200)
+    auth: str = Field(max_length=100)
+
+
+class SubscriptionIn(Schema):
+    """A browser's ``PushSubscription.toJSON()`` (``expirationTime`` is ignored)."""
+
+    endpoint: str = Field(min_length=1, max_length=push.ENDPOINT_MAX_LENGTH)
+    keys: SubscriptionKeys
+
+
+class SubscriptionOut(Schema):
+    endpoint: str
+
+
+class EndpointIn(Schema):
+    endpoint: str = Field(min_length=1, max_length=push.ENDPOINT_MAX_LENGTH)
+
+
+class SettingsIn(Schema):
+    previews: bool | None = None
+
+
+class SettingsOut(Schema):
+    previews: bool
+
+
+@router.get("/push/vapid-public-key", response={200: VapidKeyOut, **errors(401, 404)})
+def vapid_public_key(request: HttpRequest) -> dict[str, Any]:
+    """The server's VAPID public key, for ``pushManager.subscribe``'s
+    ``applicationServerKey``; 404 when push is not configured."""
+    return {"key": push.vapid_public_key()}
+
+
+@router.post(
+    "/push/subscriptions",
+    response={200: SubscriptionOut, 201: SubscriptionOut, **errors(400, 401, 403, 413, 429)},
+    throttle=push_throttle,
+)
+def subscription_save(request: HttpRequest, payload: SubscriptionIn) -> Status:
+    """Subscribe this browser: 201, or 200 for an endpoint already stored (one row)."""
+    created = push.subscription_save(
+        user=request.user,
+        endpoint=payload.endpoint,
+        p256dh=payload.keys.p256dh,
+        auth=payload.keys.auth,
+    )
+    return Status(201 if created else 200, {"endpoint": payload.endpoint})
+
+
+@router.delete(
+    "/push/subscriptions",
+    response={204: None, **errors(400, 401, 403, 413, 429)},
+    throttle=push_throttle,
+)
+def subscription_delete(request: HttpRequest, payload: EndpointIn) -> Status:
+    push.subscription_delete(user=request.user, endpoint=payload.endpoint)
+    return Status(204, None)
+
+
+@router.get("/settings", response={200: SettingsOut, **errors(401)})
+def settings_get(request: HttpRequest) -> dict[str, Any]:
+    return push.settings_get(user=request.user)
+
+
+@router.patch(
+    "/settings",
+    response={200: SettingsOut, **errors(400, 401, 403, 413, 429)},
+    throttle=push_throttle,
+)
+def settings_update(request: HttpRequest, payload: SettingsIn) -> dict[str, Any]:
+    """Change the user's settings: ``previews`` (notifications show message text)."""
+    return push.settings_update(user=request.user, previews=payload.previews)

@@ -1,0 +1,137 @@
+"""Web Push end to end: a daphne process takes the send, the task waits in the
+database, a ``manage.py dm_worker`` process runs it and pushes to a push service
+stand-in, which checks the VAPID token; the push is decrypted as the browser would."""
+
+import asyncio
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.push_service import PushService
+from tests.support import PY, http_json, open_dm, server_env, signup, spawn, stop
+
+pytestmark = pytest.mark.live
+
+DELAY = "2"  # DM_PUSH_DELAY_SECONDS, for the server (which enqueues) and the worker
+
+
+class Worker:
+    """The worker process, as its log tells what it did."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+
+    def wait_for_tasks(self, count: int, timeout: float = 30.0) -> None:
+        """Until ``count`` tasks have finished (successfully)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.log.exists() and self.log.read_text().count("state=SUCCESSFUL") >= count:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"fewer than {count} tasks finished:\n{self.log.read_text()[-2000:]}")
+
+
+@pytest.fixture
+def worker(live_database_url, tmp_path: Path):
+    """``manage.py dm_worker`` on the live servers' database."""
+    log = tmp_path / "worker.log"
+    env = server_env(live_database_url, os.environ.get("REDIS_URL"), DM_PUSH_DELAY_SECONDS=DELAY)
+    proc = spawn([PY, "manage.py", "dm_worker", "--interval", "0.2"], env, log)
+    yield Worker(log)
+    stop(proc)
+    text = log.read_text(errors="replace")
+    if "Traceback" in text:
+        print(f"--- worker.log ---\n{text[-4000:]}")
+
+
+def post(base, path, body, token):
+    return http_json("POST", f"{base}{path}", body, token)
+
+
+def test_offline_recipient_is_pushed_by_the_worker_and_a_read_message_is_not(
+    asgi_server_factory, worker
+):
+    server = asgi_server_factory(os.environ.get("REDIS_URL") or None, DM_PUSH_DELAY_SECONDS=DELAY)
+    alice, bob = signup(server.http), signup(server.http)
+    status, key = http_json("GET", f"{server.http}/api/push/vapid-public-key", token=bob["token"])
+    assert status == 200
+    with PushService(key["key"]) as service:
+        browser = service.subscription("bob")
+        status, _ = post(server.http, "/api/push/subscriptions", browser.to_json(), bob["token"])
+        assert status == 201
+        message = {"client_id": str(uuid.uuid4()), "message": "hi"}
+        assert (
+            post(server.http, f"/api/dm/{alice['account']}/messages", message, bob["token"])[0]
+            == 201
+        )
+
+        # Read at once (within the delay): no push. Then one left unread: one push.
+        message = {"client_id": str(uuid.uuid4()), "message": "read at once"}
+        status, sent = post(
+            server.http, f"/api/dm/{bob['account']}/messages", message, alice["token"]
+        )
+        assert status == 201
+        read = {"seq": sent["seq"]}
+        assert post(server.http, f"/api/dm/{alice['account']}/read", read, bob["token"])[0] == 204
+        message = {"client_id": str(uuid.uuid4()), "message": "are you there?"}
+        started = time.monotonic()
+        status, sent = post(
+            server.http, f"/api/dm/{bob['account']}/messages", message, alice["token"]
+        )
+        assert status == 201
+
+        (push,) = service.wait_for(1, timeout=30)
+        assert time.monotonic() - started >= float(DELAY)  # the delay was kept
+        shown = browser.decrypt(push.body)
+        assert shown["body"] == "are you there?" and shown["message_id"] == sent["id"]
+        assert shown["title"] == alice["account"]  # no display name: the handle
+        assert shown["url"] == f"/direct/t/{alice['account']}/"
+        assert shown["badge"] == 1 and shown["tag"] == sent["room"]
+        assert push.claims["aud"] == service.origin
+        # The one worker runs tasks in the order they are due: "read at once" was
+        # decided before this one, and made no request.
+        assert len(service.requests) == 1 and service.rejected == []
+
+
+async def test_a_socket_open_on_the_conversation_holds_the_push_back(asgi_server_factory, worker):
+    """The worker is another process than the server: it sees bob's open conversation
+    through Redis, or on the embedded default through the database."""
+    server = asgi_server_factory(os.environ.get("REDIS_URL") or None, DM_PUSH_DELAY_SECONDS=DELAY)
+    alice, bob = signup(server.http), signup(server.http)
+    status, key = http_json("GET", f"{server.http}/api/push/vapid-public-key", token=bob["token"])
+    assert status == 200
+    with PushService(key["key"]) as service:
+        browser = service.subscription("bob")
+        assert (
+            post(server.http, "/api/push/subscriptions", browser.to_json(), bob["token"])[0] == 201
+        )
+        to_alice, to_bob = (
+            f"/api/dm/{alice['account']}/messages",
+            f"/api/dm/{bob['account']}/messages",
+        )
+        assert (
+            post(
+                server.http,
+                to_alice,
+                {"client_id": str(uuid.uuid4()), "message": "hi"},
+                bob["token"],
+            )[0]
+            == 201
+        )
+
+        # bob has the conversation open (and reads nothing: this client sends no `read`).
+        conn = await open_dm(f"{server.ws}/ws/dm/{alice['account']}/", bob["token"])
+        body = {"client_id": str(uuid.uuid4()), "message": "while bob looks"}
+        assert post(server.http, to_bob, body, alice["token"])[0] == 201
+        await asyncio.to_thread(worker.wait_for_tasks, 1)  # its task has run
+        await conn.close()
+        await asyncio.sleep(0.5)  # the server has seen the socket go
+
+        body = {"client_id": str(uuid.uuid4()), "message": "after bob left"}
+        assert post(server.http, to_bob, body, alice["token"])[0] == 201
+        (push,) = service.wait_for(1, timeout=30)
+        assert browser.decrypt(push.body)["body"] == "after bob left"
+        assert len(service.requests) == 1
