@@ -15,6 +15,11 @@ from direct_messages.conf import dm_setting
 from direct_messages.http import RateThrottle, errors
 from direct_messages.schemas import ExportOut, api_root
 
+try:  # the task queue (the `push` extra); without it, a thread of this process
+    from direct_messages.tasks import export_enqueue
+except ImportError:
+    export_enqueue = None  # type: ignore[assignment]
+
 me_router = Router(tags=["my data"])
 
 
@@ -31,7 +36,7 @@ def export_out(export: Any) -> dict[str, Any]:
 )
 def export_request(request: HttpRequest) -> Status:
     """Ask for a copy of my data: a zip, built in the background (poll the export)."""
-    return Status(202, export_out(exports.export_request(request.user)))
+    return Status(202, export_out(exports.export_request(request.user, enqueue=export_enqueue)))
 
 
 @me_router.get("/export/{export_id}", response={200: ExportOut, **errors(401, 404)})

@@ -7,7 +7,7 @@ from django.http import HttpRequest
 from ninja import Router, Schema, Status
 from pydantic import Field
 
-from direct_messages import push
+from direct_messages import push, selectors, services
 from direct_messages.conf import dm_setting
 from direct_messages.http import RateThrottle, errors
 
@@ -83,7 +83,7 @@ def subscription_delete(request: HttpRequest, payload: EndpointIn) -> Status:
 
 @router.get("/settings", response={200: SettingsOut, **errors(401)})
 def settings_get(request: HttpRequest) -> dict[str, Any]:
-    return push.settings_get(user=request.user)
+    return selectors.user_settings(request.user)
 
 
 @router.patch(
@@ -93,4 +93,4 @@ def settings_get(request: HttpRequest) -> dict[str, Any]:
 )
 def settings_update(request: HttpRequest, payload: SettingsIn) -> dict[str, Any]:
     """Change the user's settings: ``previews`` (notifications show message text)."""
-    return push.settings_update(user=request.user, previews=payload.previews)
+    return services.settings_update(user=request.user, previews=payload.previews)

@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import threading
 import zipfile
+from collections.abc import Callable
 from typing import IO, Any
 
 from django.core.files import File
@@ -38,19 +39,21 @@ from direct_messages.schemas import isotime, message_out
 logger = logging.getLogger(__name__)
 
 
-def export_request(user: Any) -> DataExport:
-    """The user's pending export, or a new one, built after commit in the background."""
+def export_request(user: Any, *, enqueue: Callable[[Any], None] | None = None) -> DataExport:
+    """The user's pending export, or a new one, built after commit by ``enqueue``
+    (the task queue's, ``tasks.export_enqueue``), else by a thread of this process."""
     exports_purge()
+    build = enqueue or _build_in_thread
     pending = DataExport.objects.filter(user=user, status=ExportStatus.PENDING).first()
     if pending is not None:
-        transaction.on_commit(lambda: _build_later(pending.pk))  # if its build died
+        transaction.on_commit(lambda: build(pending.pk))  # if its build died
         return pending
     export = DataExport.objects.create(user=user)
-    transaction.on_commit(lambda: _build_later(export.pk))
+    transaction.on_commit(lambda: build(export.pk))
     return export
 
 
-def _build_later(export_id: Any) -> None:
+def _build_in_thread(export_id: Any) -> None:
     def run() -> None:
         try:
             export_build(export_id)
@@ -104,6 +107,7 @@ def export_write(user: Any, out: IO[bytes]) -> dict[str, Any]:
         "user": user_out(user),
         "exported_at": isotime(timezone.now()),
         "conversations": [],
+        "settings": selectors.user_settings(user),
         "blocks": [
             {"account": get_adapter().get_handle(b.blocked), "created_at": isotime(b.created_at)}
             for b in Block.objects.filter(blocker=user).select_related("blocked")

@@ -31,7 +31,7 @@ from django.db.models import Q, Sum
 from django.urls import reverse
 from django.utils import timezone
 
-from direct_messages import presence
+from direct_messages import presence, selectors
 from direct_messages.adapters import get_adapter, handle_of
 from direct_messages.conf import dm_setting
 from direct_messages.errors import Invalid, NotFound
@@ -43,7 +43,6 @@ from direct_messages.models import (
     PushDelivery,
     PushSubscription,
     RoomMember,
-    UserSettings,
 )
 
 logger = logging.getLogger(__name__)
@@ -210,18 +209,6 @@ def subscription_delete(*, user: Any, endpoint: str) -> None:
     PushSubscription.objects.filter(user=user, endpoint=endpoint).delete()
 
 
-def settings_get(*, user: Any) -> dict[str, Any]:
-    row = UserSettings.objects.filter(user_id=user.pk).first()
-    return {"previews": row.previews if row is not None else True}
-
-
-def settings_update(*, user: Any, previews: bool | None = None) -> dict[str, Any]:
-    """Change the given settings of ``user``; returns them all."""
-    if previews is not None:
-        UserSettings.objects.update_or_create(user_id=user.pk, defaults={"previews": previews})
-    return settings_get(user=user)
-
-
 # --- Whether a message notifies, and what it says --------------------------------------------
 
 
@@ -275,7 +262,7 @@ def notification_payload(message: DirectMessage, member: RoomMember) -> dict[str
     title = get_adapter().get_display_name(sender) or handle_of(sender)
     if member.is_request:
         body = "Sent you a message request"
-    elif not settings_get(user=member.user)["previews"]:
+    elif not selectors.user_settings(member.user)["previews"]:
         body = "Sent you a message"
     else:
         body = _preview(message)

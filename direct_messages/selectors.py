@@ -24,6 +24,7 @@ from direct_messages.models import (
     Reaction,
     Room,
     RoomMember,
+    UserSettings,
 )
 from direct_messages.rooms import pair_room_key
 from direct_messages.schemas import INT64_MAX
@@ -296,3 +297,9 @@ def export_for(*, user: Any, export_id: Any, ready: bool = False) -> DataExport:
     if ready and export.status != ExportStatus.READY:
         raise NotFound("this export is not ready")
     return export
+
+
+def user_settings(user: Any) -> dict[str, Any]:
+    """``user``'s settings, every one (defaults where they set none)."""
+    row = UserSettings.objects.filter(user_id=user.pk).first()
+    return {"previews": row.previews if row is not None else True}

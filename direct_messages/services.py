@@ -40,6 +40,7 @@ from direct_messages.models import (
     Room,
     RoomMember,
     UserActivity,
+    UserSettings,
 )
 from direct_messages.realtime import Event, broadcast_on_commit, run_service
 from direct_messages.rooms import inbox_group, pair_room_key
@@ -645,6 +646,16 @@ def block_create(user: Any, other: Any) -> None:
 def user_unblock(*, user: Any, account: str) -> None:
     other = user_by_account(account)
     Block.objects.filter(blocker=user, blocked=other).delete()
+
+
+# --- Settings ------------------------------------------------------------------------------
+
+
+def settings_update(*, user: Any, previews: bool | None = None) -> dict[str, Any]:
+    """Change the given settings of ``user``; returns them all."""
+    if previews is not None:
+        UserSettings.objects.update_or_create(user_id=user.pk, defaults={"previews": previews})
+    return selectors.user_settings(user)
 
 
 # --- Presence ------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Work done off the request, on Django's tasks API (django-tasks on Django 5.2): the
-notification of a sent message, ``PUSH_DELAY_SECONDS`` after it commits.
+notification of a sent message, ``PUSH_DELAY_SECONDS`` after it commits, and data
+exports.
 
 ``manage.py dm_worker`` runs the tasks. This module needs the ``push`` extra; the
 app connects :func:`message_sent_receiver` only where django-tasks is installed.
@@ -14,7 +15,7 @@ from typing import Any
 from django.utils import timezone
 from django_tasks import task, task_backends
 
-from direct_messages import push
+from direct_messages import exports, push
 from direct_messages.conf import dm_setting
 from direct_messages.models import DirectMessage
 
@@ -67,3 +68,13 @@ def message_sent_receiver(sender: Any, message: DirectMessage, **kwargs: Any) ->
             notify_enqueue(message.pk, delay=float(dm_setting("PUSH_DELAY_SECONDS")))
     except Exception:
         logger.exception("notification of message %s not enqueued", message.pk)
+
+
+@task()
+def export_build(export_id: str) -> str:
+    """Build a data export (:func:`exports.export_build`: at most once at a time)."""
+    return "built" if exports.export_build(export_id) is not None else "not built here"
+
+
+def export_enqueue(export_id: Any) -> None:
+    export_build.using(backend=dm_setting("PUSH_TASK_BACKEND")).enqueue(str(export_id))

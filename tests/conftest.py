@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -14,12 +15,15 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from tests.support import (
+    PY,
     LiveServer,
     RedisServer,
     migrate,
     need,
     redis_server_binary,
     server_env,
+    spawn,
+    stop,
 )
 
 PASSWORD = "correct-horse-battery"
@@ -272,3 +276,40 @@ def asgi_server(asgi_server_factory: Callable[..., LiveServer]) -> LiveServer:
     Not called ``live_server``: that name belongs to pytest-django's own fixture.
     """
     return asgi_server_factory(os.environ.get("REDIS_URL") or None)
+
+
+# --- The task worker ---------------------------------------------------------------
+
+WORKER_PUSH_DELAY = "2"  # DM_PUSH_DELAY_SECONDS, for the server (which enqueues) and the worker
+
+
+class Worker:
+    """The worker process, as its log tells what it did."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+
+    def wait_for_tasks(self, count: int, timeout: float = 30.0) -> None:
+        """Until ``count`` tasks have finished (successfully)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.log.exists() and self.log.read_text().count("state=SUCCESSFUL") >= count:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"fewer than {count} tasks finished:\n{self.log.read_text()[-2000:]}")
+
+
+@pytest.fixture
+def worker(live_database_url: str, tmp_path: Path) -> Iterator[Worker]:
+    """``manage.py dm_worker`` (the app's task queue) on the live servers' database,
+    with the notification delay of ``WORKER_PUSH_DELAY``."""
+    log = tmp_path / "worker.log"
+    env = server_env(
+        live_database_url, os.environ.get("REDIS_URL"), DM_PUSH_DELAY_SECONDS=WORKER_PUSH_DELAY
+    )
+    proc = spawn([PY, "manage.py", "dm_worker", "--interval", "0.2"], env, log)
+    yield Worker(log)
+    stop(proc)
+    text = log.read_text(errors="replace")
+    if "Traceback" in text:
+        print(f"--- worker.log ---\n{text[-4000:]}")

@@ -24,6 +24,13 @@ from tests.unit.test_attachment_processing import MEDIA_SAMPLES, png_bytes
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("media_root")]
 
 
+@pytest.fixture(autouse=True)
+def immediate_tasks(settings):
+    """The endpoint's builds run as tasks: here at once, in process (the live test at
+    the bottom runs them in a real worker)."""
+    settings.TASKS = {"default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"}}
+
+
 def send(user, other, text="", files=(), **extra):
     return services.message_send(
         sender=user, recipient=other, client_id=uuid.uuid4(), text=text, files=files, **extra
@@ -83,6 +90,7 @@ def test_the_export_is_every_message_both_ways_with_every_file(alice, bob, make_
 
     assert data["user"]["account"] == "alice"
     assert [b["account"] for b in data["blocks"]] == ["carol"]
+    assert data["settings"] == client.get("/api/settings").json()
     by_room = {c["with"]["account"]: c for c in data["conversations"]}
     assert set(by_room) == {"bob", "carol"}  # not bob's conversation with carol
     # Every message of hers, as the API renders it now (the edit, the reaction).
@@ -161,3 +169,35 @@ def test_the_management_command_writes_the_same_zip(alice, bob, tmp_path):
     data, files = unzip(out.read_bytes())
     assert data["conversations"][0]["messages"][0]["message"] == "for the record"
     assert len(files) == 1
+
+
+@pytest.mark.live
+def test_the_worker_builds_the_export_asked_for_over_http(asgi_server_factory, worker):
+    """The real thing: a server enqueues the build, a ``manage.py dm_worker`` process
+    (another process, the database queue) runs it, the owner downloads it."""
+    from tests.support import http_json, signup
+
+    server = asgi_server_factory()
+    alice, bob = signup(server.http), signup(server.http)
+    sent = {"client_id": str(uuid.uuid4()), "message": "keep this"}
+    assert (
+        http_json("POST", f"{server.http}/api/dm/{bob['account']}/messages", sent, alice["token"])[
+            0
+        ]
+        == 201
+    )
+    status, asked = http_json("POST", f"{server.http}/api/me/export", None, alice["token"])
+    assert status == 202, asked
+    worker.wait_for_tasks(1)
+    status, ready = http_json(
+        "GET", f"{server.http}/api/me/export/{asked['id']}", token=alice["token"]
+    )
+    assert status == 200 and ready["status"] == "ready", ready
+    import urllib.request
+
+    request = urllib.request.Request(
+        server.http + ready["url"], headers={"Authorization": f"Bearer {alice['token']}"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        data, _ = unzip(response.read())
+    assert [m["message"] for m in data["conversations"][0]["messages"]] == ["keep this"]

@@ -6,45 +6,14 @@ import asyncio
 import os
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
+from tests.conftest import WORKER_PUSH_DELAY as DELAY
 from tests.push_service import PushService
-from tests.support import PY, http_json, open_dm, server_env, signup, spawn, stop
+from tests.support import http_json, open_dm, signup
 
 pytestmark = pytest.mark.live
-
-DELAY = "2"  # DM_PUSH_DELAY_SECONDS, for the server (which enqueues) and the worker
-
-
-class Worker:
-    """The worker process, as its log tells what it did."""
-
-    def __init__(self, log: Path) -> None:
-        self.log = log
-
-    def wait_for_tasks(self, count: int, timeout: float = 30.0) -> None:
-        """Until ``count`` tasks have finished (successfully)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.log.exists() and self.log.read_text().count("state=SUCCESSFUL") >= count:
-                return
-            time.sleep(0.1)
-        raise TimeoutError(f"fewer than {count} tasks finished:\n{self.log.read_text()[-2000:]}")
-
-
-@pytest.fixture
-def worker(live_database_url, tmp_path: Path):
-    """``manage.py dm_worker`` on the live servers' database."""
-    log = tmp_path / "worker.log"
-    env = server_env(live_database_url, os.environ.get("REDIS_URL"), DM_PUSH_DELAY_SECONDS=DELAY)
-    proc = spawn([PY, "manage.py", "dm_worker", "--interval", "0.2"], env, log)
-    yield Worker(log)
-    stop(proc)
-    text = log.read_text(errors="replace")
-    if "Traceback" in text:
-        print(f"--- worker.log ---\n{text[-4000:]}")
 
 
 def post(base, path, body, token):
