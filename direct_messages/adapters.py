@@ -78,6 +78,12 @@ class DefaultUserAdapter:
         user.is_active = False
         user.save(update_fields=["is_active"])
 
+    def erase(self, user: Any) -> None:
+        """The user's own erasure (``POST /api/me/erase``, when the host turns it on):
+        ``user.delete()``, which the app follows (erasure.py). A host that keeps its
+        users' rows (a soft delete, a legal hold) says here what erasing one is."""
+        user.delete()
+
 
 def _has_field(model: Any, name: str) -> bool:
     return any(field.name == name for field in model._meta.get_fields())
@@ -95,12 +101,16 @@ def _forget_adapter(*, setting: str, **kwargs: Any) -> None:
         get_adapter.cache_clear()
 
 
-def handle_of(user: Any) -> str:
-    return get_adapter().get_handle(user)
+def handle_of(user: Any) -> str | None:
+    """The handle of ``user``; None for an erased one (a tombstone's sender)."""
+    return None if user is None else get_adapter().get_handle(user)
 
 
 def user_out(user: Any) -> dict[str, Any]:
-    """PROTOCOL.md's ``User`` object: the handle is its ``account``."""
+    """PROTOCOL.md's ``User`` object: the handle is its ``account``. An erased user (None)
+    is a placeholder with no id and no account, which no real account can look like."""
+    if user is None:
+        return {"id": None, "account": None, "name": dm_setting("ERASED_NAME"), "avatar_url": None}
     adapter = get_adapter()
     return {
         "id": user.pk,

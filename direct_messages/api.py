@@ -12,6 +12,7 @@ from direct_messages import moderation, selectors, services
 from direct_messages.api_attachments import SEND_OPENAPI, limit_uploads, send_body_read
 from direct_messages.conf import dm_setting
 from direct_messages.http import RateThrottle, errors
+from direct_messages.rooms import pair_room_key
 from direct_messages.schemas import (
     CreatedOut,
     InboxPage,
@@ -67,20 +68,34 @@ def search_allowed(request: HttpRequest) -> None:
         raise Throttled(wait=search_throttle.wait())  # type: ignore[arg-type]
 
 
-@router.get(
-    "/dm/{account}/messages", response={200: MessagesPage, **errors(400, 401, 403, 404, 429)}
-)
+HISTORY_RESPONSES: dict[int, Any] = {200: MessagesPage, **errors(400, 401, 403, 404, 429)}
+
+
+@router.get("/dm/{account}/messages", response=HISTORY_RESPONSES)
 def messages(request: HttpRequest, account: str, query: Query[HistoryQuery]) -> dict[str, Any]:
-    other = services.peer_resolve(request.user, account, allow_blocked=True)
+    user: Any = request.user
+    other = services.peer_resolve(user, account, allow_blocked=True)
+    return _history(request, pair_room_key(user.pk, other.pk), query)
+
+
+@router.get("/rooms/{room}/messages", response=HISTORY_RESPONSES)
+def room_messages(request: HttpRequest, room: str, query: Query[HistoryQuery]) -> dict[str, Any]:
+    """The same, by the room's name: for a conversation whose other side has no account
+    any more (an erased user's, whose ``with`` is a placeholder)."""
+    selectors.room_member_check(user=request.user, room=room)
+    return _history(request, room, query)
+
+
+def _history(request: HttpRequest, room: str, query: HistoryQuery) -> dict[str, Any]:
     if query.q is not None:
         search_allowed(request)
         return search_page_out(
             selectors.message_search(
-                user=request.user, other=other, text=query.q, cursor=query.cursor, limit=query.limit
+                user=request.user, room=room, text=query.q, cursor=query.cursor, limit=query.limit
             )
         )
     page = selectors.message_list(
-        user=request.user, other=other, before=query.before, after=query.after, limit=query.limit
+        user=request.user, room=room, before=query.before, after=query.after, limit=query.limit
     )
     return history_page_out(page)
 

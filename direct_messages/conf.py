@@ -19,6 +19,11 @@ DEFAULTS: dict[str, Any] = {
     ],
     # More django-ninja routers mounted on the app's API: {"/auth": "host.api.router"}.
     "API_ROUTERS": {},
+    # ``POST /api/me/erase``: users may erase themselves (the host's ``user.delete()``
+    # through the adapter's ``erase()``). Off: that route is 404.
+    "ERASE_ENDPOINT": False,
+    # The name an erased user shows as, in the conversations of the people they wrote to.
+    "ERASED_NAME": "Deleted account",
     # --- tokens (signed with the host's SECRET_KEY) ---
     "TOKEN_LIFETIME_SECONDS": 7 * 24 * 3600,
     "TOKEN_AUDIENCE": "direct_messages",
@@ -29,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "REPORT_RATE": "20/hour",  # reports per user
     "EXPORT_RATE": "3/day",  # data exports asked for, per user
     "SEARCH_RATE": "30/min",  # message searches (full text) per user
+    "ERASE_RATE": "5/hour",  # erasure requests (password checks) per user
     # How long a data export's download stays (then its zip is deleted).
     "EXPORT_LINK_SECONDS": 4 * 24 * 3600,
     # --- messages ---

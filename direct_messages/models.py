@@ -17,9 +17,12 @@ class Room(models.Model):
     """The one conversation of a pair of users, created by its first message."""
 
     key = models.CharField(max_length=64, unique=True)
-    # Indexed by room_pair_unique, which leads with it.
-    user_lo = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+", db_index=False)
-    user_hi = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    # Indexed by room_pair_unique, which leads with it. Null once that user is erased
+    # (erasure.py): the other side keeps the conversation.
+    user_lo = models.ForeignKey(
+        User, null=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
+    user_hi = models.ForeignKey(User, null=True, on_delete=models.SET_NULL, related_name="+")
     last_seq = models.PositiveBigIntegerField(default=0)
     # The latest message not unsent, for the inbox; moved by every send, so neither
     # indexed nor checked at commit. Messages are only deleted with their room; a
@@ -50,11 +53,16 @@ class RoomMember(models.Model):
     """One user's side of a room: read cursor, unread count, folder and settings."""
 
     # The room is indexed by member_room_user_unique; the other user is the room's other
-    # member, deleted with the room when either user is, so needs no index or constraint.
+    # member, null once they are erased (erasure.py), which needs no index or constraint.
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="members", db_index=False)
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="dm_memberships")
     other = models.ForeignKey(
-        User, on_delete=models.DO_NOTHING, related_name="+", db_index=False, db_constraint=False
+        User,
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     last_read_seq = models.PositiveBigIntegerField(default=0)
     unread_count = models.PositiveIntegerField(default=0)
@@ -95,7 +103,10 @@ class DirectMessage(models.Model):
     room = models.ForeignKey(
         Room, on_delete=models.CASCADE, related_name="messages", db_index=False
     )
-    sender = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+", db_index=False)
+    # Null: a tombstone of an erased user's message (erasure.py).
+    sender = models.ForeignKey(
+        User, null=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
     seq = models.PositiveBigIntegerField()
     message = models.TextField(blank=True)
     client_id = models.UUIDField()

@@ -219,7 +219,9 @@ def notification_wanted(message: DirectMessage) -> bool:
         return False
     room = message.room
     recipient_id = room.user_hi_id if message.sender_id == room.user_lo_id else room.user_lo_id
-    return PushSubscription.objects.filter(user_id=recipient_id).exists()
+    return (
+        recipient_id is not None and PushSubscription.objects.filter(user_id=recipient_id).exists()
+    )
 
 
 def _quiet_reason(message: DirectMessage, member: RoomMember) -> str | None:
@@ -293,7 +295,7 @@ def _recipient_member(message: DirectMessage) -> RoomMember | None:
     return (
         RoomMember.objects.select_related("user")
         .filter(room_id=message.room_id)
-        .exclude(user_id=message.sender_id)
+        .exclude(user_id=message.sender_id)  # type: ignore[misc]  # a send's, never None
         .first()
     )
 

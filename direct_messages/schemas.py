@@ -347,6 +347,10 @@ class TokenIn(Schema):
     password: str = Field(max_length=256)
 
 
+class EraseIn(Schema):
+    password: str = Field(max_length=256)
+
+
 class TokenOut(Schema):
     token: str
     expires_at: Time
@@ -381,7 +385,7 @@ class ReplyOut(Out):
 
     id: int
     seq: int
-    sender: str
+    sender: str | None  # None: an erased user's
     message: str
     unsent: bool
 
@@ -395,7 +399,7 @@ class MessageOut(Out):
     id: int
     room: str
     seq: int
-    sender: str
+    sender: str | None  # None: a tombstone of an erased user's message
     message: str
     attachments: list[AttachmentOut]
     client_id: str = Field(json_schema_extra={"format": "uuid"})
@@ -408,10 +412,20 @@ class MessageOut(Out):
     opened: bool = False  # a view-once message opened as often as it may be
 
 
+class PeerOut(Out):
+    """The other side of a conversation: a ``User``, or the placeholder of an erased one
+    (``id`` and ``account`` null)."""
+
+    id: int | None
+    account: str | None
+    name: str
+    avatar_url: str | None
+
+
 class ConversationOut(Out):
     room: str
     # A keyword in Python: its routes serialize by alias (by_alias=True), or it is with_.
-    with_: UserOut = Field(alias="with")
+    with_: PeerOut = Field(alias="with")
     last_message: MessageOut | None
     unread_count: int
     last_activity_at: Time
@@ -456,6 +470,10 @@ class ExportOut(Out):
     id: str = Field(json_schema_extra={"format": "uuid"})
     status: Literal["pending", "ready", "failed"]
     url: str | None  # the zip, for its owner only, until the export expires
+
+
+class ErasureOut(Out):
+    status: Literal["pending"]  # the account is closed; the erasure runs in the background
 
 
 class PresenceOut(Out):

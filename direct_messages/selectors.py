@@ -57,6 +57,12 @@ def messages_with_related(qs: QuerySet[DirectMessage]) -> QuerySet[DirectMessage
     )
 
 
+def room_member_check(*, user: Any, room: str) -> None:
+    """NotFound unless ``user`` is in the room of key ``room``."""
+    if not RoomMember.objects.filter(room__key=room, user=user).exists():
+        raise NotFound("no such conversation")
+
+
 def room_for(user: Any, other: Any) -> Room | None:
     return Room.objects.filter(key=pair_room_key(user.pk, other.pk)).first()
 
@@ -79,10 +85,11 @@ def room_state(user: Any, other: Any) -> dict[str, Any]:
 
 
 def message_list(
-    *, user: Any, other: Any, before: int | None = None, after: int | None = None, limit: int = 50
+    *, user: Any, room: str, before: int | None = None, after: int | None = None, limit: int = 50
 ) -> Page:
-    """A page of history, ascending by ``seq``: the newest, before or after a seq."""
-    key = pair_room_key(user.pk, other.pk)
+    """A page of history of ``room`` (its key), ascending by ``seq``: the newest, before
+    or after a seq. Empty for a room ``user`` is not in (a pair yet to write)."""
+    key = room
     limit = clamp_limit(limit, 50)
     member = RoomMember.objects.filter(room__key=key, user=user).first()
     if member is None:
@@ -213,12 +220,12 @@ def _cursor_value(cursor: str | None) -> int | None:
 
 
 def message_search(
-    *, user: Any, text: str, other: Any = None, cursor: str | None = None, limit: int = 50
+    *, user: Any, text: str, room: str | None = None, cursor: str | None = None, limit: int = 50
 ) -> Page:
     """``user``'s messages matching ``text``, newest first; not cleared, not unsent.
 
     Ids first, rows second: the matching query selects only ids (ordered through the
-    ``(room, seq)`` index in one conversation, by id across all of them), so the joins
+    ``(room, seq)`` index in one ``room``, by id across all of them), so the joins
     and prefetches of ``message_out`` run for one page, not for every match. In one
     conversation the cursor is a ``seq``, across conversations an id.
     """
@@ -228,8 +235,8 @@ def message_search(
         raise Invalid("q: must not be empty")
     after = _cursor_value(cursor)
     order: Any
-    if other is not None:
-        member = RoomMember.objects.filter(room__key=pair_room_key(user.pk, other.pk), user=user)
+    if room is not None:
+        member = RoomMember.objects.filter(room__key=room, user=user)
         found = member.values_list("room_id", "cleared_seq").first()
         if found is None:
             return Page([])

@@ -103,7 +103,7 @@ def message_store(key: str, message: DirectMessage, other_id: int) -> tuple[Room
     ``RateLimited`` (the sender's window is full) or ``IntegrityError`` (``(sender,
     client_id)`` is taken).
     """
-    sender_id = message.sender_id
+    sender_id: int = message.sender_id  # type: ignore[assignment]  # a send has one
     epoch = message.created_at.timestamp()
     window = dm_setting("SEND_RATE_WINDOW_SECONDS")
     params = {

@@ -1,6 +1,6 @@
 """Work done off the request, on Django's tasks API (django-tasks on Django 5.2): the
-notification of a sent message, ``PUSH_DELAY_SECONDS`` after it commits, and data
-exports.
+notification of a sent message, ``PUSH_DELAY_SECONDS`` after it commits, data
+exports and users' erasures.
 
 ``manage.py dm_worker`` runs the tasks. This module needs the ``push`` extra; the
 app connects :func:`message_sent_receiver` only where django-tasks is installed.
@@ -15,7 +15,7 @@ from typing import Any
 from django.utils import timezone
 from django_tasks import task, task_backends
 
-from direct_messages import exports, push
+from direct_messages import erasure, exports, push
 from direct_messages.conf import dm_setting
 from direct_messages.models import DirectMessage
 
@@ -78,3 +78,13 @@ def export_build(export_id: str) -> str:
 
 def export_enqueue(export_id: Any) -> None:
     export_build.using(backend=dm_setting("PUSH_TASK_BACKEND")).enqueue(str(export_id))
+
+
+@task()
+def user_erase(user_id: str) -> str:
+    """A user's own erasure (:func:`erasure.user_erase`), after they asked for it."""
+    return "erased" if erasure.user_erase(user_id) else "gone already"
+
+
+def erase_enqueue(user_id: Any) -> None:
+    user_erase.using(backend=dm_setting("PUSH_TASK_BACKEND")).enqueue(str(user_id))

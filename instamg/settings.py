@@ -324,6 +324,9 @@ DIRECT_MESSAGES = {
     "REPORT_RATE": os.environ.get("DM_REPORT_RATE", "20/hour"),
     "EXPORT_RATE": os.environ.get("DM_EXPORT_RATE", "3/day"),
     "SEARCH_RATE": os.environ.get("DM_SEARCH_RATE", "30/min"),
+    # The demo lets its users erase themselves (POST /api/me/erase).
+    "ERASE_ENDPOINT": True,
+    "ERASE_RATE": os.environ.get("DM_ERASE_RATE", "5/hour"),
     "DATABASE_THREADS": DATABASE_THREADS,
     "MESSAGE_MAX_LENGTH": env_int("DM_MESSAGE_MAX_LENGTH", 1000),
     "FRAME_MAX_BYTES": env_int("DM_FRAME_MAX_BYTES", 64 * 1024),

@@ -300,16 +300,32 @@ class Worker:
 
 
 @pytest.fixture
-def worker(live_database_url: str, tmp_path: Path) -> Iterator[Worker]:
-    """``manage.py dm_worker`` (the app's task queue) on the live servers' database,
-    with the notification delay of ``WORKER_PUSH_DELAY``."""
-    log = tmp_path / "worker.log"
-    env = server_env(
-        live_database_url, os.environ.get("REDIS_URL"), DM_PUSH_DELAY_SECONDS=WORKER_PUSH_DELAY
-    )
-    proc = spawn([PY, "manage.py", "dm_worker", "--interval", "0.2"], env, log)
-    yield Worker(log)
-    stop(proc)
-    text = log.read_text(errors="replace")
-    if "Traceback" in text:
-        print(f"--- worker.log ---\n{text[-4000:]}")
+def worker_factory(live_database_url: str, tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+    """Start ``manage.py dm_worker`` (the app's task queue) on the live servers' database,
+    with the notification delay of ``WORKER_PUSH_DELAY`` and ``extra`` environment (the
+    servers' storage, say)."""
+    started: list[tuple[Any, Path]] = []
+
+    def start(**extra: str) -> Worker:
+        log = tmp_path / f"worker{len(started)}.log"
+        env = server_env(
+            live_database_url,
+            os.environ.get("REDIS_URL"),
+            DM_PUSH_DELAY_SECONDS=WORKER_PUSH_DELAY,
+            **extra,
+        )
+        started.append((spawn([PY, "manage.py", "dm_worker", "--interval", "0.2"], env, log), log))
+        return Worker(log)
+
+    yield start
+    for proc, log in started:
+        stop(proc)
+        text = log.read_text(errors="replace")
+        if "Traceback" in text:
+            print(f"--- {log.name} ---\n{text[-4000:]}")
+
+
+@pytest.fixture
+def worker(worker_factory: Callable[..., Worker]) -> Worker:
+    """One worker on the embedded defaults' storage."""
+    return worker_factory()

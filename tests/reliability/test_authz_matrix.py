@@ -54,6 +54,7 @@ from tests.support import signup
 pytestmark = pytest.mark.live
 
 MISSING_ACCOUNT = "nobody_" + uuid.uuid4().hex[:10]
+MISSING_ROOM = "dm.999999998.999999999"
 
 # --- The HTTP table --------------------------------------------------------------------
 
@@ -304,6 +305,30 @@ API_MATRIX: dict[tuple[str, str], list[Case]] = {
             masked=accounts_typed,
         ),
     ],
+    ("GET", "/api/rooms/{room}/messages"): [
+        Case(
+            "the other conversation's history, by its room name",
+            lambda w, p: ("GET", f"/api/rooms/{w.foreign_room(p).key}/messages", None, {}),
+            expect(404),
+            twin=lambda w, p: ("GET", f"/api/rooms/{MISSING_ROOM}/messages", None, {}),
+        ),
+        Case(
+            "search the other conversation by its room name for its text",
+            lambda w, p: (
+                "GET",
+                f"/api/rooms/{w.foreign_room(p).key}/messages?q={w.foreign_room(p).secrets[0]}",
+                None,
+                {},
+            ),
+            expect(404),
+            twin=lambda w, p: (
+                "GET",
+                f"/api/rooms/{MISSING_ROOM}/messages?q={w.foreign_room(p).secrets[0]}",
+                None,
+                {},
+            ),
+        ),
+    ],
     ("POST", "/api/dm/{account}/read"): [
         Case(
             "read a stranger's conversation",
@@ -338,6 +363,15 @@ API_MATRIX: dict[tuple[str, str], list[Case]] = {
         Case("my own export", lambda w, p: ("POST", "/api/me/export", None, {}), expect(202))
     ],
     ("GET", "/api/me/export/{export_id}"): export_cases(""),
+    # A real erasure would end the world's principals: a wrong password, which
+    # credentials must get past first.
+    ("POST", "/api/me/erase"): [
+        Case(
+            "erase me with a wrong password",
+            lambda w, p: ("POST", "/api/me/erase", {"password": "not it"}, {}),
+            expect(403),
+        )
+    ],
     ("GET", "/api/me/export/{export_id}/download"): export_cases("/download"),
     ("POST", "/api/dm/{account}/accept"): stranger_op("accept"),
     ("POST", "/api/dm/{account}/mute"): stranger_op("mute"),

@@ -145,10 +145,14 @@ def test_response_fields_are_named_as_on_the_wire(name: str) -> None:
     assert not [p for p in properties if p.endswith("_") or p.startswith("_")], name
 
 
-def test_a_conversation_is_with_a_user() -> None:
+def test_a_conversation_is_with_a_user_or_an_erased_ones_placeholder() -> None:
     conversation = SCHEMAS["ConversationOut"]
     assert "with" in conversation["required"]
-    assert conversation["properties"]["with"] == {"$ref": "#/components/schemas/UserOut"}
+    assert conversation["properties"]["with"] == {"$ref": "#/components/schemas/PeerOut"}
+    peer = SCHEMAS["PeerOut"]
+    assert set(peer["required"]) == set(SCHEMAS["UserOut"]["properties"])
+    for nullable in ("id", "account"):
+        assert {"type": "null"} in peer["properties"][nullable]["anyOf"]
 
 
 TIME = TypeAdapter(Time)

@@ -199,16 +199,17 @@ export class Inbox {
     const active = other.account === this.activeAccount;
     const when = parseTime(conversation.last_message?.created_at || conversation.last_activity_at);
     row.className = `conv${unread ? " unread" : ""}${active ? " active" : ""}`;
-    row.dataset.account = other.account;
+    row.dataset.account = other.account || "";
     const time = h("time", { class: "conv-time", datetime: when ? when.toISOString() : null }, relativeShort(when));
     row.timeEl = time;
     row.when = when;
     const preview = previewText(conversation.last_message, this.me);
+    // An erased person has no account: their conversation is listed, not opened here.
     const link = h(
-      "a",
+      other.account ? "a" : "span",
       {
         class: "conv-link",
-        href: this.threadUrl.replace("ACCOUNT", encodeURIComponent(other.account)),
+        href: other.account ? this.threadUrl.replace("ACCOUNT", encodeURIComponent(other.account)) : null,
         "aria-current": active ? "page" : null,
       },
       avatar(other, 56),
