@@ -30,10 +30,8 @@ from direct_messages.models import (
 )
 from direct_messages.rooms import pair_room_key
 
-PICKED_MAX = 10  # messages one report may pick
 CONTEXT = 5  # messages kept on each side of the picked ones
 RECENT = 20  # messages kept of a conversation reported as a whole
-NOTE_MAX = 1000
 
 
 def report_create(
@@ -46,13 +44,10 @@ def report_create(
     block: bool = False,
 ) -> Report:
     """``user``'s report of ``message_ids`` of their conversation with ``account`` (of the
-    latest messages, when none are picked); blocks ``account`` too if ``block``."""
+    latest messages, when none are picked); blocks ``account`` too if ``block``. The
+    fields' limits are ``schemas.ReportIn``'s."""
     other = services.peer_resolve(user, account, allow_blocked=True)
     ids = list(dict.fromkeys(message_ids))
-    if len(ids) > PICKED_MAX:
-        raise Invalid(f"message_ids: at most {PICKED_MAX}")
-    if len(note) > NOTE_MAX:
-        raise Invalid(f"note: at most {NOTE_MAX} characters")
     room = Room.objects.filter(key=pair_room_key(user.pk, other.pk)).first()
     member = RoomMember.objects.filter(room=room, user=user).first() if room else None
     if room is None or member is None:

@@ -43,11 +43,7 @@ def send_window_take(user_id: int, now: dt.datetime) -> None:
     one inserted by ``bulk_create`` or raw SQL, which send no ``post_save``, gets it
     here.
     """
-    windows = SendWindow.objects.select_for_update()
-    try:
-        window = windows.get(user_id=user_id)
-    except SendWindow.DoesNotExist:
-        window, _ = windows.get_or_create(user_id=user_id)
+    window, _ = SendWindow.objects.select_for_update().get_or_create(user_id=user_id)
     epoch = now.timestamp()
     refusal = send_window_refusal(window.recent, epoch)
     if refusal is not None:

@@ -92,7 +92,7 @@ class ReadIn(Wire):
 class ReportIn(Wire):
     reason: Literal["spam", "harassment", "nudity", "violence", "scam", "other"]
     note: str = Field("", max_length=1000)
-    message_ids: list[Id] = Field(default_factory=list, max_length=10)
+    message_ids: list[Id] = Field(default_factory=list, max_length=10)  # picked, at most
     block: bool = False
 
 
