@@ -275,8 +275,7 @@ def serve_stored(
 ) -> HttpResponseBase:
     if not name:
         raise NotFound("no such file")
-    if content_type not in INLINE_TYPES:
-        content_type = "application/octet-stream"
+    content_type = _served_type(content_type)
     disposition = content_disposition(content_type, filename)
     response: HttpResponseBase
     if not storage_is_local(name):
@@ -294,21 +293,28 @@ def serve_stored(
     else:
         response = _file_response(request, name, content_type, disposition)
         response["Cache-Control"] = FILE_CACHE_CONTROL
-    response["X-Content-Type-Options"] = "nosniff"
-    response["Content-Security-Policy"] = FILE_CSP
-    return response
+    return _inert(response)
 
 
 def serve_handle(
     request: HttpRequest, handle: IO[bytes], content_type: str, filename: str
 ) -> HttpResponseBase:
     """An open file, streamed by the app, for no cache to keep (a view-once opening)."""
-    if content_type not in INLINE_TYPES:
-        content_type = "application/octet-stream"
+    content_type = _served_type(content_type)
     response = _handle_response(
         request, handle, content_type, content_disposition(content_type, filename)
     )
     response["Cache-Control"] = "private, no-store"
+    return _inert(response)
+
+
+def _served_type(content_type: str) -> str:
+    """The stored media types as they are; anything else as bytes to download."""
+    return content_type if content_type in INLINE_TYPES else "application/octet-stream"
+
+
+def _inert(response: HttpResponseBase) -> HttpResponseBase:
+    """A served file is never sniffed into another type, nor run as a page."""
     response["X-Content-Type-Options"] = "nosniff"
     response["Content-Security-Policy"] = FILE_CSP
     return response
