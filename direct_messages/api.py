@@ -14,6 +14,8 @@ from direct_messages.conf import dm_setting
 from direct_messages.http import RateThrottle, errors
 from direct_messages.rooms import pair_room_key
 from direct_messages.schemas import (
+    ConversationSettingsIn,
+    ConversationSettingsOut,
     CreatedOut,
     InboxPage,
     Limit,
@@ -158,6 +160,29 @@ def unmute(request: HttpRequest, account: str) -> Status:
 def clear(request: HttpRequest, account: str) -> Status:
     services.conversation_clear(user=request.user, account=account)
     return Status(204, None)
+
+
+@router.get(
+    "/dm/{account}/settings", response={200: ConversationSettingsOut, **errors(401, 403, 404)}
+)
+def conversation_settings(request: HttpRequest, account: str) -> dict[str, Any]:
+    """My settings of this conversation: ``read_receipts`` true or false, or null
+    where it follows my own (``GET /api/settings``)."""
+    other = services.peer_resolve(request.user, account, allow_blocked=True)
+    return selectors.conversation_settings(user=request.user, other=other)
+
+
+@router.patch(
+    "/dm/{account}/settings",
+    response={200: ConversationSettingsOut, **errors(400, 401, 403, 404, 413)},
+)
+def conversation_settings_update(
+    request: HttpRequest, account: str, payload: ConversationSettingsIn
+) -> dict[str, Any]:
+    """Set my read receipts for this conversation (null: follow my own setting)."""
+    return services.conversation_settings_update(
+        user=request.user, account=account, read_receipts=payload.read_receipts
+    )
 
 
 @router.post(

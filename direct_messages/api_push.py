@@ -5,7 +5,7 @@ from typing import Any
 
 from django.http import HttpRequest
 from ninja import Router, Schema, Status
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from direct_messages import push, selectors, services
 from direct_messages.conf import dm_setting
@@ -42,10 +42,16 @@ class EndpointIn(Schema):
 
 class SettingsIn(Schema):
     previews: bool | None = None
+    # Strict: "false" or 0 is a client's bug, not a choice (400 invalid).
+    read_receipts: StrictBool | None = None
 
 
 class SettingsOut(Schema):
     previews: bool
+    read_receipts: bool = Field(
+        description="the other side learns where I have read, unless a conversation's "
+        "own setting (GET /api/dm/{account}/settings) says otherwise"
+    )
 
 
 @router.get("/push/vapid-public-key", response={200: VapidKeyOut, **errors(401, 404)})
@@ -92,5 +98,8 @@ def settings_get(request: HttpRequest) -> dict[str, Any]:
     throttle=push_throttle,
 )
 def settings_update(request: HttpRequest, payload: SettingsIn) -> dict[str, Any]:
-    """Change the user's settings: ``previews`` (notifications show message text)."""
-    return services.settings_update(user=request.user, previews=payload.previews)
+    """Change the user's settings: ``previews`` (notifications show message text),
+    ``read_receipts`` (the other side learns where I have read); null or absent: as is."""
+    return services.settings_update(
+        user=request.user, previews=payload.previews, read_receipts=payload.read_receipts
+    )

@@ -136,6 +136,7 @@ def export_write(user: Any, out: IO[bytes]) -> dict[str, Any]:
                     "with": user_out(member.other),
                     "request": member.is_request,
                     "muted": member.muted,
+                    "read_receipts": member.read_receipts,  # None: follows "settings"
                     "messages": rendered,
                 }
             )

@@ -73,6 +73,10 @@ class RoomMember(models.Model):
     last_activity_at = models.DateTimeField(default=timezone.now)
     # False while everything in the room is at or below cleared_seq (delete-for-me).
     visible = models.BooleanField(default=True)
+    # Whether the other side learns where this user has read (``seen``, ``room.joined``'s
+    # ``read``): True or False for this conversation, None to follow the user's
+    # ``UserSettings.read_receipts``. Read through ``selectors.read_receipts_on``.
+    read_receipts = models.BooleanField(null=True, blank=True, default=None)
 
     class Meta:
         constraints = [
@@ -368,6 +372,9 @@ class UserSettings(models.Model):
     user = models.OneToOneField(User, primary_key=True, on_delete=models.CASCADE, related_name="+")
     # Notifications show the text of a message (or "Photo", ...); off: the sender only.
     previews = models.BooleanField(default=True)
+    # The other side of each conversation learns where this user has read, unless the
+    # conversation says otherwise (``RoomMember.read_receipts``).
+    read_receipts = models.BooleanField(default=True)
 
     class Meta:
         verbose_name_plural = "user settings"

@@ -18,6 +18,7 @@ from pydantic import (
     Discriminator,
     Field,
     PlainSerializer,
+    StrictBool,
     StringConstraints,
     Tag,
     TypeAdapter,
@@ -87,6 +88,19 @@ class MessageSendIn(Wire):
 
 class ReadIn(Wire):
     seq: Seq
+
+
+class ConversationSettingsIn(Wire):
+    """``PATCH /api/dm/{account}/settings``: ``read_receipts`` is required, a JSON
+    boolean, or null to follow the user's own setting again."""
+
+    read_receipts: StrictBool | None
+
+
+class ConversationSettingsOut(Schema):
+    read_receipts: bool | None = Field(
+        description="this conversation's own setting; null: follows GET /api/settings"
+    )
 
 
 class ReportIn(Wire):

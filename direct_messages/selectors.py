@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection
-from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet
+from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -67,13 +67,48 @@ def room_for(user: Any, other: Any) -> Room | None:
     return Room.objects.filter(key=pair_room_key(user.pk, other.pk)).first()
 
 
+def members_with_receipts(qs: QuerySet[RoomMember]) -> QuerySet[RoomMember]:
+    """``qs`` with each member's own ``UserSettings.read_receipts`` (None: no settings
+    row), so that :func:`read_receipts_on` costs no query of its own."""
+    mine = UserSettings.objects.filter(user_id=OuterRef("user_id")).values("read_receipts")
+    return qs.annotate(user_read_receipts=Subquery(mine[:1]))
+
+
+def read_receipts_on(member: RoomMember) -> bool:
+    """Whether the other side of ``member``'s conversation may learn where ``member``
+    has read (``seen``, ``room.joined``'s ``read``): the conversation's own setting,
+    else the user's, else on. One query, unless ``member`` came through
+    :func:`members_with_receipts` (or the send statement, which selects the same)."""
+    if member.read_receipts is not None:
+        return member.read_receipts
+    if hasattr(member, "user_read_receipts"):
+        mine = member.user_read_receipts
+    else:
+        settings = UserSettings.objects.filter(user_id=member.user_id)
+        mine = settings.values_list("read_receipts", flat=True).first()
+    return True if mine is None else bool(mine)
+
+
+def read_position(member: RoomMember | None, viewer: Any) -> int | None:
+    """Where ``member`` has read, as ``viewer`` may see it: None when it is the other
+    side's and their read receipts are off; 0 in a room not created yet."""
+    if member is None:
+        return 0
+    if member.user_id != viewer.pk and not read_receipts_on(member):
+        return None
+    return member.last_read_seq
+
+
 def room_state(user: Any, other: Any) -> dict[str, Any]:
-    """``room.joined``'s fields: the room, both read cursors and the last seq."""
+    """``room.joined``'s fields: the room, both read cursors (the other's only if their
+    read receipts are on) and the last seq."""
     key = pair_room_key(user.pk, other.pk)
-    members = list(RoomMember.objects.filter(room__key=key).select_related("room"))
+    members = list(
+        members_with_receipts(RoomMember.objects.filter(room__key=key).select_related("room"))
+    )
     last_seq = members[0].room.last_seq if members else 0
-    cursors = {member.user_id: member.last_read_seq for member in members}
-    read = {handle_of(u): cursors.get(u.pk, 0) for u in (user, other)}
+    by_user = {member.user_id: member for member in members}
+    read = {handle_of(u): read_position(by_user.get(u.pk), user) for u in (user, other)}
     cleared = next((m.cleared_seq for m in members if m.user_id == user.pk), 0)
     return {
         "room": key,
@@ -308,5 +343,15 @@ def export_for(*, user: Any, export_id: Any, ready: bool = False) -> DataExport:
 
 def user_settings(user: Any) -> dict[str, Any]:
     """``user``'s settings, every one (defaults where they set none)."""
-    row = UserSettings.objects.filter(user_id=user.pk).first()
-    return {"previews": row.previews if row is not None else True}
+    row = UserSettings.objects.filter(user_id=user.pk).first() or UserSettings()
+    return {"previews": row.previews, "read_receipts": row.read_receipts}
+
+
+def conversation_settings(*, user: Any, other: Any) -> dict[str, Any]:
+    """``user``'s own settings of their conversation with ``other``: a value, or None
+    where it follows the user's settings. NotFound if they have no conversation."""
+    mine = RoomMember.objects.filter(room__key=pair_room_key(user.pk, other.pk), user=user)
+    found = mine.values_list("read_receipts").first()  # a row: (None,) follows the user's
+    if found is None:
+        raise NotFound("no conversation with this account yet")
+    return {"read_receipts": found[0]}

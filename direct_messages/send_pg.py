@@ -29,13 +29,22 @@ from django.db import connection
 from direct_messages import ratelimit
 from direct_messages.conf import dm_setting
 from direct_messages.errors import Forbidden, RateLimited
-from direct_messages.models import Block, DirectMessage, Room, RoomMember, SendWindow
+from direct_messages.models import (
+    Block,
+    DirectMessage,
+    Room,
+    RoomMember,
+    SendWindow,
+    UserSettings,
+)
 
 _STATEMENT = """
 WITH locked AS (
     SELECT r.id AS room_id, r.user_lo_id, r.user_hi_id, r.last_seq, r.created_at,
            m.id AS member_id, m.user_id, m.other_id, m.unread_count, m.last_read_seq,
-           m.muted, m.is_request, m.cleared_seq,
+           m.muted, m.is_request, m.cleared_seq, m.read_receipts,
+           (SELECT s.read_receipts FROM {settings} s WHERE s.user_id = m.user_id)
+           AS user_read_receipts,
            NOT EXISTS (SELECT 1 FROM {block} b
                        WHERE (b.blocker_id = %(sender)s AND b.blocked_id = %(other)s)
                           OR (b.blocker_id = %(other)s AND b.blocked_id = %(sender)s))
@@ -91,6 +100,7 @@ def _statement() -> str:
         member=quote(RoomMember._meta.db_table),
         message=quote(DirectMessage._meta.db_table),
         window=quote(SendWindow._meta.db_table),
+        settings=quote(UserSettings._meta.db_table),
     )
 
 
@@ -137,11 +147,15 @@ def message_store(key: str, message: DirectMessage, other_id: int) -> tuple[Room
         **{name: first[name] for name in ("user_lo_id", "user_hi_id", "last_seq", "created_at")},
     )
     member_fields = ["user_id", "other_id", "unread_count", "last_read_seq", "muted"]
-    member_fields += ["is_request", "cleared_seq"]
-    members = [
-        RoomMember(id=row["member_id"], room=room, **{name: row[name] for name in member_fields})
-        for row in rows
-    ]
+    member_fields += ["is_request", "cleared_seq", "read_receipts"]
+    members = []
+    for row in rows:
+        member = RoomMember(
+            id=row["member_id"], room=room, **{name: row[name] for name in member_fields}
+        )
+        # As selectors.members_with_receipts would annotate it, for read_receipts_on.
+        member.user_read_receipts = row["user_read_receipts"]  # type: ignore[attr-defined]
+        members.append(member)
     message.id, message.seq, message.room = first["id"], first["seq"], room
     # Stored, as save() would mark it (Model._state is public: Django's "Model instance
     # reference", "Model attributes"); a message_sent receiver may save or validate it.

@@ -281,7 +281,7 @@ def _message_send(message: DirectMessage, other: Any, attachment_ids: list[int])
     mine.room, mine.other, theirs.room, theirs.other = room, other, room, sender
     payload = message_out(message, room.key, attachments=claimed, reactions=[])
     events: list[Event] = [(room.key, {"type": "message.new", "message": payload})]
-    if had_unread:
+    if had_unread and selectors.read_receipts_on(mine):  # a reply reads what it answers
         events.append((room.key, _seen_event(sender, message.seq, message.created_at)))
     events.append(_inbox_event(mine, message, payload))
     if not theirs.muted:
@@ -300,7 +300,7 @@ def _message_store(
     no room yet. (:mod:`.send_pg` does this, and the updates after it, in one
     statement.)"""
     members = list(
-        RoomMember.objects.select_related("room")
+        selectors.members_with_receipts(RoomMember.objects.select_related("room"))
         .select_for_update(of=("room",))
         .filter(room__key=key)
     )
@@ -374,7 +374,8 @@ def _seen_event(user: Any, seq: int, at: dt.datetime) -> dict[str, Any]:
 def room_mark_read(*, user: Any, account: str, seq: int) -> int:
     """Move ``user``'s read cursor to ``seq`` (never back); returns the cursor.
 
-    The other side's sockets get ``seen``; ``user``'s inbox gets the new unread count.
+    The other side's sockets get ``seen``, unless ``user``'s read receipts are off for
+    this conversation; ``user``'s inbox gets the new unread count either way.
     """
     other = peer_resolve(user, account, allow_blocked=True)
     room = Room.objects.filter(key=pair_room_key(user.pk, other.pk)).first()
@@ -382,7 +383,8 @@ def room_mark_read(*, user: Any, account: str, seq: int) -> int:
         return 0
     with transaction.atomic():
         room = Room.objects.select_for_update().get(pk=room.pk)
-        member = RoomMember.objects.select_related("other").get(room=room, user=user)
+        members = selectors.members_with_receipts(RoomMember.objects.select_related("other"))
+        member = members.get(room=room, user=user)
         seq = min(seq, room.last_seq)
         if seq <= member.last_read_seq:
             return member.last_read_seq
@@ -396,7 +398,10 @@ def room_mark_read(*, user: Any, account: str, seq: int) -> int:
         member.room = room
         now = timezone.now()
         last = selectors.last_message_for(member)
-        broadcast_on_commit([(room.key, _seen_event(user, seq, now)), _inbox_event(member, last)])
+        events = [_inbox_event(member, last)]
+        if selectors.read_receipts_on(member):
+            events.insert(0, (room.key, _seen_event(user, seq, now)))
+        broadcast_on_commit(events)
         return seq
 
 
@@ -653,11 +658,34 @@ def user_unblock(*, user: Any, account: str) -> None:
 # --- Settings ------------------------------------------------------------------------------
 
 
-def settings_update(*, user: Any, previews: bool | None = None) -> dict[str, Any]:
-    """Change the given settings of ``user``; returns them all."""
-    if previews is not None:
-        UserSettings.objects.update_or_create(user_id=user.pk, defaults={"previews": previews})
+def settings_update(
+    *, user: Any, previews: bool | None = None, read_receipts: bool | None = None
+) -> dict[str, Any]:
+    """Change the given settings of ``user`` (None: leave it); returns them all.
+
+    Read receipts turned off hide where ``user`` has read from then on: no ``seen``, and
+    no read position in the other side's ``room.joined``. Turned on again, the read
+    position shows again, and ``seen`` goes out from the next read (none is sent for
+    the change itself)."""
+    changes = {"previews": previews, "read_receipts": read_receipts}
+    defaults = {name: value for name, value in changes.items() if value is not None}
+    if defaults:
+        UserSettings.objects.update_or_create(user_id=user.pk, defaults=defaults)
     return selectors.user_settings(user)
+
+
+@transaction.atomic
+def conversation_settings_update(
+    *, user: Any, account: str, read_receipts: bool | None
+) -> dict[str, Any]:
+    """Set ``user``'s read receipts for their conversation with ``account``: True or
+    False whatever their own setting says, None to follow it again (as
+    :func:`settings_update`'s, from then on). Returns the conversation's settings."""
+    member = _member_for_update(user, account)
+    if member.read_receipts != read_receipts:
+        member.read_receipts = read_receipts
+        member.save(update_fields=["read_receipts"])
+    return {"read_receipts": member.read_receipts}
 
 
 # --- Presence ------------------------------------------------------------------------------

@@ -156,6 +156,47 @@ def stranger_op(verb: str) -> list[Case]:
     ]
 
 
+def conversation_settings_cases(method: str, body: Any) -> list[Case]:
+    """A conversation's own settings: mine (a PATCH that sets what is already there, so
+    nothing changes), and those of conversations I do not have (404; a deactivated
+    account answers as one that does not exist, byte for byte)."""
+
+    def at(account: Callable[[World, Principal], str], payload: Any = body) -> Build:
+        return lambda w, p: (method, f"/api/dm/{account(w, p)}/settings", payload, {})
+
+    cases = [
+        Case(
+            "with someone I never wrote to",
+            at(lambda w, p: w.nobody(p)),
+            expect(404),
+        ),
+        Case(
+            "after my first message to them was refused",
+            at(lambda w, p: w.stranger(p)),
+            expect(404),
+        ),
+        Case(
+            "with a deactivated account",
+            at(lambda w, p: w.account("e")),
+            expect(404),
+            twin=at(lambda w, p: MISSING_ACCOUNT),
+            masked=accounts_typed,
+        ),
+        Case("of my own conversation (control)", at(lambda w, p: w.partner(p)), expect(200)),
+    ]
+    if method == "PATCH":
+        cases.append(
+            Case(
+                "of another conversation, with a body that is not valid",
+                at(lambda w, p: w.stranger(p), {"read_receipts": "off"}),
+                expect(400),
+                twin=at(lambda w, p: w.partner(p), {"read_receipts": "off"}),
+                masked=accounts_typed,
+            )
+        )
+    return cases
+
+
 def attachment_cases(kind: str) -> list[Case]:
     path = "/api/attachments/{}/" + kind
     return [
@@ -377,6 +418,10 @@ API_MATRIX: dict[tuple[str, str], list[Case]] = {
     ("POST", "/api/dm/{account}/mute"): stranger_op("mute"),
     ("POST", "/api/dm/{account}/unmute"): stranger_op("unmute"),
     ("POST", "/api/dm/{account}/clear"): stranger_op("clear"),
+    ("GET", "/api/dm/{account}/settings"): conversation_settings_cases("GET", None),
+    ("PATCH", "/api/dm/{account}/settings"): conversation_settings_cases(
+        "PATCH", {"read_receipts": None}
+    ),
     ("POST", "/api/dm/{account}/messages"): [
         Case(
             "in my conversation, reply_to the other conversation's message",
