@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('direct_messages', '0012_push'),
+        ('direct_messages', '0013_erasure'),
     ]
 
     operations = [
