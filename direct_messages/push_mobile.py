@@ -35,15 +35,15 @@ def platform_enabled(platform: str) -> bool:
     """Whether pushes to ``platform`` are configured here and its client installed."""
     if platform == FCM:
         configured = bool(dm_setting("FCM_CREDENTIALS"))
-        module = "firebase_admin"
+        modules = ("firebase_admin", "push_notifications.gcm")
     elif platform == APNS:
         configured = all(
             dm_setting(key) for key in ("APNS_KEY", "APNS_KEY_ID", "APNS_TEAM_ID", "APNS_TOPIC")
         )
-        module = "h2"  # httpx's HTTP/2
+        modules = ("httpx", "h2")  # h2: httpx's HTTP/2
     else:
         return False
-    return configured and _importable(module)
+    return configured and all(_importable(module) for module in modules)
 
 
 @functools.cache

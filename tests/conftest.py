@@ -300,12 +300,22 @@ class Worker:
 
 
 @pytest.fixture
-def worker(live_database_url: str, tmp_path: Path) -> Iterator[Worker]:
+def worker_env() -> dict[str, str]:
+    """More environment for the worker process: a test module overrides this fixture
+    (test_push_devices_live.py: the mobile push stand-ins' settings and proxy)."""
+    return {}
+
+
+@pytest.fixture
+def worker(live_database_url: str, tmp_path: Path, worker_env: dict[str, str]) -> Iterator[Worker]:
     """``manage.py dm_worker`` (the app's task queue) on the live servers' database,
     with the notification delay of ``WORKER_PUSH_DELAY``."""
     log = tmp_path / "worker.log"
     env = server_env(
-        live_database_url, os.environ.get("REDIS_URL"), DM_PUSH_DELAY_SECONDS=WORKER_PUSH_DELAY
+        live_database_url,
+        os.environ.get("REDIS_URL"),
+        DM_PUSH_DELAY_SECONDS=WORKER_PUSH_DELAY,
+        **worker_env,
     )
     proc = spawn([PY, "manage.py", "dm_worker", "--interval", "0.2"], env, log)
     yield Worker(log)
