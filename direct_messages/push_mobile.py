@@ -69,11 +69,13 @@ def _firebase_app(credentials_file: str, timeout: float) -> Any:
     import firebase_admin
     from firebase_admin import credentials
 
-    return firebase_admin.initialize_app(
-        credentials.Certificate(credentials_file),
-        {"httpTimeout": timeout},
-        name=f"direct_messages:{credentials_file}:{timeout}",
-    )
+    name = f"direct_messages:{credentials_file}:{timeout}"
+    try:
+        return firebase_admin.get_app(name)  # made before this cache forgot it
+    except ValueError:
+        return firebase_admin.initialize_app(
+            credentials.Certificate(credentials_file), {"httpTimeout": timeout}, name=name
+        )
 
 
 def fcm_message(token: str, notification: dict[str, Any]) -> Any:

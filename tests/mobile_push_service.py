@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import json
 import ssl
 import threading
@@ -133,6 +134,16 @@ def _certificates(directory: Path) -> tuple[Path, Path, Path]:
     return ca_file, cert_file, key_file
 
 
+@functools.cache
+def _signing_keys() -> tuple[rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey]:
+    """The service account's RSA key and the APNs key: made once per test process (an
+    RSA key takes a while)."""
+    return (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+
+
 class MobilePushService:
     """The proxy, the OAuth token endpoint, FCM and APNs, in threads of the test process.
     ``pushes`` keeps every accepted push, ``requests`` every push asked for (platform
@@ -161,8 +172,7 @@ class MobilePushService:
     # --- What the app is configured with ---------------------------------------------
 
     def _make_credentials(self) -> None:
-        self.google_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.apns_key = ec.generate_private_key(ec.SECP256R1())
+        self.google_key, self.apns_key = _signing_keys()
         self.fcm_credentials = self.directory / "firebase.json"
         self.apns_key_file = self.directory / "AuthKey.p8"
         self.apns_key_file.write_bytes(

@@ -138,7 +138,7 @@ def test_a_message_request_and_previews_off_show_no_text(
     assert later["apns"]["aps"]["alert"]["body"] == "Sent you a message"
 
 
-def test_read_muted_or_watched_conversations_push_nothing(alice, bob, mobile, bob_android):
+def test_read_or_muted_conversations_push_nothing(alice, bob, mobile, bob_android):
     send(bob, alice, "hi")
     message = send(alice, bob, "seen at once")
     services.room_mark_read(user=bob, account="alice", seq=message.seq)
@@ -297,3 +297,18 @@ def test_devices_need_credentials_and_are_throttled(bob, client, auth_client, mo
     bob_client = auth_client(bob)
     statuses = [register(bob_client, "fcm", fcm_token()).status_code for _ in range(3)]
     assert statuses == [201, 201, 429]
+
+
+def test_the_apns_provider_token_is_kept_between_20_and_60_minutes(mobile):
+    """Apple refuses a provider token renewed more often than every 20 minutes
+    (TooManyProviderTokenUpdates) and expires it after 60."""
+    import jwt
+
+    from direct_messages import push_mobile
+
+    start = 2_000_000_000
+    first = push_mobile.apns_provider_token(now=start)
+    assert push_mobile.apns_provider_token(now=start + 39 * 60) == first
+    renewed = push_mobile.apns_provider_token(now=start + 41 * 60)
+    assert renewed != first
+    assert jwt.decode(renewed, options={"verify_signature": False})["iat"] == start + 41 * 60
