@@ -259,7 +259,8 @@ def notification_wanted(message: DirectMessage) -> bool:
     most sends enqueue nothing."""
     room = message.room
     recipient_id = room.user_hi_id if message.sender_id == room.user_lo_id else room.user_lo_id
-    return user_has_targets(recipient_id)
+    # None once that account is erased (issue 21.6: the room keeps a null member).
+    return recipient_id is not None and user_has_targets(recipient_id)
 
 
 def user_has_targets(user_id: int) -> bool:
