@@ -1,11 +1,11 @@
 """HTTP routes for notifications (PROTOCOL.md, "Notifications"): thin, each validates,
 calls :mod:`direct_messages.push` and returns."""
 
-from typing import Any
+from typing import Any, Literal
 
 from django.http import HttpRequest
 from ninja import Router, Schema, Status
-from pydantic import Field, StrictBool
+from pydantic import Field, StrictBool, model_validator
 
 from direct_messages import push, selectors, services
 from direct_messages.conf import dm_setting
@@ -38,6 +38,24 @@ class SubscriptionOut(Schema):
 
 class EndpointIn(Schema):
     endpoint: str = Field(min_length=1, max_length=push.ENDPOINT_MAX_LENGTH)
+
+
+class DeviceIn(Schema):
+    """A mobile app's registration token: FCM's (letters, digits, ``-_:``), or APNs'
+    device token in hex."""
+
+    platform: Literal["fcm", "apns"]
+    token: str = Field(min_length=1, max_length=push.DEVICE_TOKEN_MAX_LENGTH)
+
+    @model_validator(mode="after")
+    def token_shape(self) -> "DeviceIn":
+        push.device_token_check(self.platform, self.token)
+        return self
+
+
+class DeviceOut(Schema):
+    platform: str
+    token: str
 
 
 class SettingsIn(Schema):
@@ -84,6 +102,29 @@ def subscription_save(request: HttpRequest, payload: SubscriptionIn) -> Status:
 )
 def subscription_delete(request: HttpRequest, payload: EndpointIn) -> Status:
     push.subscription_delete(user=request.user, endpoint=payload.endpoint)
+    return Status(204, None)
+
+
+@router.post(
+    "/push/devices",
+    response={200: DeviceOut, 201: DeviceOut, **errors(400, 401, 403, 404, 413, 429)},
+    throttle=push_throttle,
+)
+def device_save(request: HttpRequest, payload: DeviceIn) -> Status:
+    """Register this app's token: 201, or 200 for a token already stored (one row);
+    404 when this server does not push to that platform."""
+    created = push.device_save(user=request.user, platform=payload.platform, token=payload.token)
+    return Status(201 if created else 200, {"platform": payload.platform, "token": payload.token})
+
+
+@router.delete(
+    "/push/devices",
+    response={204: None, **errors(400, 401, 403, 413, 429)},
+    throttle=push_throttle,
+)
+def device_delete(request: HttpRequest, payload: DeviceIn) -> Status:
+    """Forget this app's token (on logout): 204, whether it was stored or not."""
+    push.device_delete(user=request.user, platform=payload.platform, token=payload.token)
     return Status(204, None)
 
 

@@ -99,7 +99,16 @@ DEFAULTS: dict[str, Any] = {
     # its worker's death: the task runs again, the push is claimed again. Longer than
     # any task takes (PUSH_TIMEOUT_SECONDS per subscription of the recipient).
     "PUSH_CLAIM_SECONDS": 300,
-    # Subscription and settings changes per user (the endpoints of docs/notifications.md).
+    # Mobile apps (the `push-mobile` extra). FCM: the Firebase project's service account
+    # file (JSON; the project id and token endpoint come from it). Empty: no FCM.
+    "FCM_CREDENTIALS": "",
+    # APNs, with a token-based key (.p8 file): all four set, or no APNs.
+    "APNS_KEY": "",
+    "APNS_KEY_ID": "",
+    "APNS_TEAM_ID": "",
+    "APNS_TOPIC": "",  # the app's bundle id
+    "APNS_SANDBOX": False,  # True: Apple's development server (builds from Xcode)
+    # Subscription, device and settings changes per user (the endpoints of docs/notifications.md).
     "PUSH_RATE": "30/min",
     # The django-tasks backend alias the notifications are enqueued on.
     "PUSH_TASK_BACKEND": "default",

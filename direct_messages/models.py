@@ -398,6 +398,29 @@ class PushSubscription(models.Model):
         return f"push subscription {self.pk} of {self.user_id}"
 
 
+class PushDevice(models.Model):
+    """A mobile app's registration token: FCM (Android, or any app on Firebase) or APNs
+    (iOS, straight to Apple). The (platform, token) pair is unique: an app registering
+    again, or another user logging in on the same phone, takes the row over."""
+
+    class Platform(models.TextChoices):
+        FCM = "fcm", "FCM"
+        APNS = "apns", "APNs"
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    platform = models.CharField(max_length=4, choices=Platform.choices)
+    token = models.CharField(max_length=500)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["platform", "token"], name="push_device_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.platform} device {self.pk} of {self.user_id}"
+
+
 class PushDelivery(models.Model):
     """One message's notification to one subscription: the idempotency key of a push.
 
@@ -416,8 +439,12 @@ class PushDelivery(models.Model):
         GAVE_UP = "gave_up"
 
     message = models.ForeignKey(DirectMessage, on_delete=models.CASCADE, related_name="+")
+    # Exactly one of the two: a browser's subscription or a mobile app's device.
     subscription = models.ForeignKey(
-        PushSubscription, on_delete=models.CASCADE, related_name="+", db_index=False
+        PushSubscription, on_delete=models.CASCADE, related_name="+", db_index=False, null=True
+    )
+    device = models.ForeignKey(
+        PushDevice, on_delete=models.CASCADE, related_name="+", db_index=False, null=True
     )
     state = models.CharField(max_length=8, choices=State.choices, default=State.SENDING)
     attempts = models.PositiveSmallIntegerField(default=0)
@@ -430,10 +457,22 @@ class PushDelivery(models.Model):
             models.UniqueConstraint(
                 fields=["message", "subscription"], name="push_delivery_unique"
             ),
+            models.UniqueConstraint(
+                fields=["message", "device"], name="push_delivery_device_unique"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(subscription__isnull=True) ^ models.Q(device__isnull=True),
+                name="push_delivery_one_target",
+            ),
         ]
 
     def __str__(self) -> str:
-        return f"push of {self.message_id} to {self.subscription_id}"
+        target = (
+            f"subscription {self.subscription_id}"
+            if self.subscription_id
+            else (f"device {self.device_id}")
+        )
+        return f"push of {self.message_id} to {target}"
 
 
 class ConversationWatch(models.Model):

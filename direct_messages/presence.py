@@ -23,6 +23,7 @@ from typing import Any
 
 from django.db import models
 
+from direct_messages import push_mobile
 from direct_messages.conf import dm_setting
 from direct_messages.db import in_thread
 
@@ -39,10 +40,13 @@ def _room_key(user_id: int, room: str) -> str:
 
 def _watch_store(user_id: int, room: str, conn: str) -> bool:
     """Write ``conn`` as watching ``room`` if the user may be notified at all (has a
-    push subscription); whether it was written."""
-    from direct_messages.models import ConversationWatch, PushSubscription
+    push subscription or a mobile device); whether it was written."""
+    from direct_messages.models import ConversationWatch, PushDevice, PushSubscription
 
-    if not PushSubscription.objects.filter(user_id=user_id).exists():
+    if (
+        not PushSubscription.objects.filter(user_id=user_id).exists()
+        and not PushDevice.objects.filter(user_id=user_id).exists()
+    ):
         return False
     ConversationWatch.objects.create(
         user_id=user_id, room_key=room, conn=conn, expires_at=_expiry()
@@ -127,10 +131,9 @@ class MemoryPresence:
         if stored:
             await self._in_database(_watch_extend, user_id, conn)
         elif stored is None:
-            # No thread hop where no notification can go out at all (no Web Push).
-            written = dm_setting("VAPID_PRIVATE_KEY") and await self._in_database(
-                _watch_store, user_id, room, conn
-            )
+            # No thread hop where no notification can go out at all (no Web Push, no FCM, no APNs).
+            notifying = dm_setting("VAPID_PRIVATE_KEY") or push_mobile.enabled_platforms()
+            written = notifying and await self._in_database(_watch_store, user_id, room, conn)
             with self._lock:
                 self._stored[conn] = bool(written)
 

@@ -19,6 +19,7 @@ import hashlib
 import ipaddress
 import json
 import logging
+import re
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from django.db.models import Q, Sum
 from django.urls import reverse
 from django.utils import timezone
 
-from direct_messages import presence, selectors
+from direct_messages import presence, push_mobile, selectors
 from direct_messages.adapters import get_adapter, handle_of
 from direct_messages.conf import dm_setting
 from direct_messages.errors import Invalid, NotFound
@@ -41,6 +42,7 @@ from direct_messages.models import (
     DirectMessage,
     DirectMessageAttachFiles,
     PushDelivery,
+    PushDevice,
     PushSubscription,
     RoomMember,
 )
@@ -209,19 +211,71 @@ def subscription_delete(*, user: Any, endpoint: str) -> None:
     PushSubscription.objects.filter(user=user, endpoint=endpoint).delete()
 
 
+# --- Mobile apps' devices ------------------------------------------------------------------
+
+
+DEVICE_TOKEN_MAX_LENGTH = 500
+_FCM_TOKEN = re.compile(r"[A-Za-z0-9_:\-]{20,500}")
+_APNS_TOKEN = re.compile(r"(?:[0-9a-fA-F]{2}){32,100}")
+
+
+def device_token_check(platform: str, token: str) -> None:
+    """ValueError (400 ``invalid`` from the schema) for a token that cannot be one of
+    ``platform``'s: FCM's are 20 to 500 characters of letters, digits and ``-_:``;
+    APNs' are hex, 32 bytes today (up to 100 accepted: Apple says they may grow)."""
+    pattern = _FCM_TOKEN if platform == "fcm" else _APNS_TOKEN
+    if not pattern.fullmatch(token):
+        raise ValueError(f"token: not an {platform.upper()} registration token")
+
+
+def device_save(*, user: Any, platform: str, token: str) -> bool:
+    """Store a mobile app's token for ``user``; whether it is new. A token already
+    stored (the app registering again, or another user logging in on the phone) is
+    taken over by ``user``: one row per (platform, token). NotFound when ``platform``
+    is not configured here (or its client is not installed)."""
+    if not push_mobile.platform_enabled(platform):
+        raise NotFound(f"push notifications to {platform} devices are not configured here")
+    token = token.lower() if platform == "apns" else token  # hex, either case
+    device, created = PushDevice.objects.get_or_create(
+        platform=platform, token=token, defaults={"user": user}
+    )
+    if not created and device.user_id != user.pk:
+        PushDevice.objects.filter(pk=device.pk).update(user=user)
+    return created
+
+
+def device_delete(*, user: Any, platform: str, token: str) -> None:
+    """Forget ``user``'s device (nothing if there is none, or if it is another user's)."""
+    token = token.lower() if platform == "apns" else token
+    PushDevice.objects.filter(user=user, platform=platform, token=token).delete()
+
+
 # --- Whether a message notifies, and what it says --------------------------------------------
 
 
 def notification_wanted(message: DirectMessage) -> bool:
-    """Whether a sent message may notify at all: push configured and a subscription to
-    send to. Checked after commit, so that most sends enqueue nothing."""
-    if not push_enabled():
-        return False
+    """Whether a sent message may notify at all: a browser subscription or a mobile
+    device to send to, on a transport configured here. Checked after commit, so that
+    most sends enqueue nothing."""
     room = message.room
     recipient_id = room.user_hi_id if message.sender_id == room.user_lo_id else room.user_lo_id
-    return (
-        recipient_id is not None and PushSubscription.objects.filter(user_id=recipient_id).exists()
+    # None once that account is erased (issue 21.6: the room keeps a null member).
+    return recipient_id is not None and user_has_targets(recipient_id)
+
+
+def user_has_targets(user_id: int) -> bool:
+    """Whether ``user_id`` has somewhere a notification could go (one or two indexed
+    reads; none at all where no transport is configured)."""
+    if push_enabled() and PushSubscription.objects.filter(user_id=user_id).exists():
+        return True
+    platforms = push_mobile.enabled_platforms()
+    return bool(platforms) and (
+        PushDevice.objects.filter(user_id=user_id, platform__in=platforms).exists()
     )
+
+
+def any_transport() -> bool:
+    return push_enabled() or bool(push_mobile.enabled_platforms())
 
 
 def _quiet_reason(message: DirectMessage, member: RoomMember) -> str | None:
@@ -309,21 +363,29 @@ def message_notify(*, message_id: int, attempt: int = 1) -> NotifyResult:
     member = _recipient_member(message) if message is not None else None
     if message is None or member is None:
         return NotifyResult("gone")
-    if not push_enabled():
+    if not any_transport():
         return NotifyResult("disabled")
     if reason := _quiet_reason(message, member):
         return NotifyResult(reason)
-    subscriptions = list(PushSubscription.objects.filter(user_id=member.user_id))
-    if not subscriptions:
+    targets: list[PushSubscription | PushDevice] = []
+    if push_enabled():
+        targets += PushSubscription.objects.filter(user_id=member.user_id)
+    if platforms := push_mobile.enabled_platforms():
+        targets += PushDevice.objects.filter(user_id=member.user_id, platform__in=platforms)
+    if not targets:
         return NotifyResult("no subscription")
-    data = json.dumps(notification_payload(message, member), ensure_ascii=False)
+    payload = notification_payload(message, member)
+    data = json.dumps(payload, ensure_ascii=False)
     result = NotifyResult("sent")
     last_attempt = attempt >= int(dm_setting("PUSH_ATTEMPTS"))
-    for subscription in subscriptions:
-        delivery = _delivery_claim(message, subscription)
+    for target in targets:
+        delivery = _delivery_claim(message, target)
         if delivery is None:
             continue
-        outcome = push_send(subscription, data, topic=message.room.key)
+        if isinstance(target, PushDevice):
+            outcome = _device_send(target, payload)
+        else:
+            outcome = push_send(target, data, topic=message.room.key)
         delivery.attempts += 1
         if outcome == "sent":
             delivery.state = PushDelivery.State.SENT
@@ -335,31 +397,50 @@ def message_notify(*, message_id: int, attempt: int = 1) -> NotifyResult:
             delivery.state = PushDelivery.State.GAVE_UP
             if outcome == "retry":
                 logger.warning(
-                    "push of message %s to subscription %s given up after %s attempts",
+                    "push of message %s to %s %s given up after %s attempts",
                     message.pk,
-                    subscription.pk,
+                    "device" if isinstance(target, PushDevice) else "subscription",
+                    target.pk,
                     attempt,
                 )
-        if outcome != "gone":  # else the row went with its subscription
+        if outcome != "gone":  # else the row went with its subscription or device
             delivery.save(update_fields=["state", "attempts"])
     if not result.sent:
         result.reason = "retry" if result.retry else "none sent"
     return result
 
 
-def _delivery_claim(message: DirectMessage, subscription: PushSubscription) -> PushDelivery | None:
+def _device_send(device: PushDevice, payload: dict[str, Any]) -> str:
+    """One push to a mobile device (:mod:`direct_messages.push_mobile`); a device whose
+    token the service says is gone is deleted."""
+    outcome = push_mobile.device_send(device.platform, device.token, payload)
+    if outcome == "gone":
+        logger.warning(
+            "%s device %s deleted: the service says its token is gone",
+            *(device.platform, device.pk),
+        )
+        device.delete()
+    return outcome
+
+
+def _delivery_claim(
+    message: DirectMessage, target: PushSubscription | PushDevice
+) -> PushDelivery | None:
     """The delivery row of this push, claimed for sending, or None if another run has
     it (sending, or sent, or given up). A claim older than ``PUSH_CLAIM_SECONDS`` was
     a worker's that died: it is taken over."""
+    key: dict[str, Any] = (
+        {"device": target} if isinstance(target, PushDevice) else {"subscription": target}
+    )
     try:
         with transaction.atomic():
-            return PushDelivery.objects.create(message=message, subscription=subscription)
+            return PushDelivery.objects.create(message=message, **key)
     except IntegrityError:
         pass
     now = timezone.now()
     abandoned = now - dt.timedelta(seconds=float(dm_setting("PUSH_CLAIM_SECONDS")))
     claimed = (
-        PushDelivery.objects.filter(message=message, subscription=subscription)
+        PushDelivery.objects.filter(message=message, **key)
         .filter(
             Q(state=PushDelivery.State.RETRY)
             | Q(state=PushDelivery.State.SENDING, claimed_at__lt=abandoned)
@@ -368,7 +449,7 @@ def _delivery_claim(message: DirectMessage, subscription: PushSubscription) -> P
     )
     if not claimed:
         return None
-    return PushDelivery.objects.get(message=message, subscription=subscription)
+    return PushDelivery.objects.get(message=message, **key)
 
 
 def _topic(room_key: str) -> str:

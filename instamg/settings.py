@@ -357,6 +357,13 @@ DIRECT_MESSAGES = {
     "PUSH_DELAY_SECONDS": float(os.environ.get("DM_PUSH_DELAY_SECONDS") or 3.0),
     "PUSH_RETRY_BASE_SECONDS": float(os.environ.get("DM_PUSH_RETRY_BASE_SECONDS") or 2.0),
     "PUSH_ATTEMPTS": env_int("DM_PUSH_ATTEMPTS", 5),
+    # Mobile apps (docs/notifications.md): unset, no FCM / no APNs.
+    "FCM_CREDENTIALS": os.environ.get("DM_FCM_CREDENTIALS", ""),
+    "APNS_KEY": os.environ.get("DM_APNS_KEY", ""),
+    "APNS_KEY_ID": os.environ.get("DM_APNS_KEY_ID", ""),
+    "APNS_TEAM_ID": os.environ.get("DM_APNS_TEAM_ID", ""),
+    "APNS_TOPIC": os.environ.get("DM_APNS_TOPIC", ""),
+    "APNS_SANDBOX": os.environ.get("DM_APNS_SANDBOX", "") == "1",
 }
 
 # --- HTTPS and error reports (python manage.py check --deploy) -----------------------

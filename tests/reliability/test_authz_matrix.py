@@ -585,6 +585,32 @@ API_MATRIX: dict[tuple[str, str], list[Case]] = {
             expect(204),
         )
     ],
+    # The matrix's server pushes to no mobile platform: a well-formed token is 404 there
+    # (tests/integration/test_push_devices.py covers a configured one).
+    ("POST", "/api/push/devices"): [
+        Case(
+            "a token that is no APNs token",
+            lambda w, p: ("POST", "/api/push/devices", {"platform": "apns", "token": "zz"}, {}),
+            expect(400),
+        ),
+        Case(
+            "a platform this server does not push to",
+            lambda w, p: ("POST", "/api/push/devices", {"platform": "fcm", "token": "x" * 40}, {}),
+            expect(404),
+        ),
+    ],
+    ("DELETE", "/api/push/devices"): [
+        Case(
+            "forget a device that is not mine",
+            lambda w, p: (
+                "DELETE",
+                "/api/push/devices",
+                {"platform": "apns", "token": "ab" * 32},
+                {},
+            ),
+            expect(204),
+        )
+    ],
     ("GET", "/api/settings"): [Case("my settings", get("/api/settings"), expect(200))],
     ("PATCH", "/api/settings"): [
         Case(
