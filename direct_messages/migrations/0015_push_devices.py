@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('direct_messages', '0012_push'),
+        ('direct_messages', '0014_read_receipts'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
