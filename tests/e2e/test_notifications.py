@@ -5,19 +5,23 @@ through the DevTools protocol (``ServiceWorker.deliverPushMessage``: there is no
 service offline) with the payload ``push.notification_payload`` makes for a real
 message, and the worker shows it. A click brings up the conversation.
 
-Two things an offline headless Chromium cannot do, and what is tested instead:
+A click is a real one: Chromium shows the notification to a desktop notification server
+on a private D-Bus (tests/desktop_notifications.py), which clicks it as a person would.
+
+Two things an offline headless Chromium cannot do without help, and what is tested:
 
 - ``pushManager.subscribe``: in a Playwright context (off the record) Chromium refuses
   it at once (``AbortError: Registration failed - permission denied``: no Push API in
   incognito); in a persistent profile it never settles (the registration with Google's
   push service cannot complete). The "Enable notifications" flow is tested for real up
   to that call, and beyond it with ``subscribe`` answered by a stand-in subscription.
-- A real click on a notification: nothing in the DevTools protocol clicks one, and a
-  click's "window interaction" (what lets a worker focus a tab or open a window) cannot
-  be granted from outside. The click handler's ``openConversation`` is run in the worker
-  instead: turning a tab on the inbox into the conversation needs no interaction and is
-  checked to happen; focusing a tab and opening a window are checked to be what it
-  attempts (Chromium refuses both outside a click, and says which it refused).
+- A click from the DevTools protocol: nothing there clicks a notification, and a click's
+  "window interaction" (what lets a worker focus a tab or open a window) cannot be
+  granted from outside. Hence the D-Bus server, in a browser with a profile of its own:
+  the click of a notification of a DevTools-made context (``browser.new_context()``, off
+  the record) closes it and dispatches no ``notificationclick``. The click handler's
+  choices between tabs are also run directly in the worker (``openConversation``),
+  where Chromium refuses the focus or the window and says which one it refused.
 """
 
 from __future__ import annotations
@@ -32,7 +36,16 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import ACTION_TIMEOUT_MS, DESKTOP, PASSWORD, Person, login
+from tests.desktop_notifications import NotificationServer
+from tests.e2e.conftest import (
+    ACTION_TIMEOUT_MS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    DESKTOP,
+    PASSWORD,
+    Person,
+    login,
+)
 from tests.push_service import BrowserSubscription, b64url_decode
 from tests.support import ROOT, LiveServer, http_json
 
@@ -238,7 +251,7 @@ def open_conversation(worker: Any, url: str) -> str:
     )
 
 
-def test_a_click_brings_up_the_conversation(people, notifying_page, web_server):
+def test_the_click_handler_picks_the_tab_to_use(people, notifying_page, web_server):
     alice, bob = people("Alice", "Bob")
     bob.send(alice, "look at this")
     page = notifying_page(alice)  # on the inbox
@@ -260,6 +273,63 @@ def test_a_click_brings_up_the_conversation(people, notifying_page, web_server):
     other = f"{web_server.http}/direct/t/{carol.account}/"
     assert open_conversation(worker, other) == "InvalidAccessError: Not allowed to open a window."
     assert page.url == url
+
+
+@pytest.fixture
+def desktop(
+    browser: Any, web_server: LiveServer, tmp_path: Any
+) -> Iterator[tuple[NotificationServer, Any]]:
+    """A notification server, and a browser that shows its notifications there: a
+    profile of its own (a persistent context), whose clicks reach the worker."""
+    server = NotificationServer()
+    context = browser.browser_type.launch_persistent_context(
+        str(tmp_path / "profile"),
+        executable_path=CHROMIUM,
+        args=CHROMIUM_ARGS,
+        env={"DBUS_SESSION_BUS_ADDRESS": server.address, "PATH": "/usr/bin:/bin"},
+        base_url=web_server.http,
+        viewport=DESKTOP,
+    )
+    context.grant_permissions(["notifications"], origin=web_server.http)
+    context.set_default_timeout(ACTION_TIMEOUT_MS)
+    yield server, context
+    context.close()
+    server.stop()
+
+
+def test_a_click_on_the_notification_opens_the_conversation(people, desktop, web_server):
+    alice, bob = people("Alice", "Bob")
+    alice.send(bob, "hi Bob")
+    bob.send(alice, "dinner at 8?")
+    notify, context = desktop
+    page = context.pages[0] if context.pages else context.new_page()
+    login(page, alice.account, PASSWORD)  # the inbox
+    worker = active_worker(page)
+    devtools = PushDevTools(page, web_server.http)
+    devtools.push(worker.url, notification_payload(web_server, bob, alice))
+
+    shown = notify.wait_shown()
+    assert shown.summary == "Bob"
+    assert shown.body.endswith("dinner at 8?")  # after the site's name, Chromium's way
+    assert "default" in shown.actions  # clickable
+    notify.click(shown)
+    # The tab on the inbox becomes the conversation; the notification goes away.
+    conversation = f"{web_server.http}/direct/t/{bob.account}/"
+    page.wait_for_url(conversation)
+    expect(page.locator("#thread-title")).to_have_text("Bob")
+    assert len(context.pages) == 1
+    assert shown.id in notify.closed
+
+    # With no tab of the app left, a click opens the conversation in a new window.
+    page.goto("about:blank")
+    bob.send(alice, "still there?")
+    devtools.push(worker.url, notification_payload(web_server, bob, alice))
+    shown = notify.wait_shown(2)
+    assert shown.body.endswith("still there?")
+    with context.expect_page() as opened:
+        notify.click(shown)
+    opened.value.wait_for_url(conversation)
+    expect(opened.value.locator("#thread-title")).to_have_text("Bob")
 
 
 SUBSCRIBE_STAND_IN = """
