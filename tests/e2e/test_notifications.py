@@ -297,6 +297,14 @@ def desktop(
     server.stop()
 
 
+# Counts the clicks the worker gets (a second listener, added by the test: Chromium warns
+# that it was not added when the script first ran, and calls it all the same).
+COUNT_CLICKS = """() => {
+  self.clicksSeen = 0;
+  self.addEventListener("notificationclick", () => { self.clicksSeen += 1; });
+}"""
+
+
 def test_a_click_on_the_notification_opens_the_conversation(people, desktop, web_server):
     alice, bob = people("Alice", "Bob")
     alice.send(bob, "hi Bob")
@@ -328,8 +336,24 @@ def test_a_click_on_the_notification_opens_the_conversation(people, desktop, web
     assert shown.body.endswith("still there?")
     with context.expect_page() as opened:
         notify.click(shown)
-    opened.value.wait_for_url(conversation)
-    expect(opened.value.locator("#thread-title")).to_have_text("Bob")
+    window = opened.value
+    window.wait_for_url(conversation)
+    expect(window.locator("#thread-title")).to_have_text("Bob")
+
+    # With a tab on the conversation, a click brings that one up: no window, no reload.
+    window.evaluate("window.notReloaded = true")
+    bob.send(alice, "?")
+    devtools.push(worker.url, notification_payload(web_server, bob, alice))
+    worker = active_worker(window)  # the same worker (it may have been restarted)
+    worker.evaluate(COUNT_CLICKS)
+    notify.click(notify.wait_shown(3))
+    deadline = time.monotonic() + ACTION_TIMEOUT_MS / 1000
+    while worker.evaluate("self.clicksSeen") < 1 and time.monotonic() < deadline:
+        window.wait_for_timeout(100)
+    assert worker.evaluate("self.clicksSeen") == 1  # the click reached the worker
+    window.wait_for_timeout(500)  # a window it opened would show by now
+    assert len(context.pages) == 2  # about:blank and the conversation
+    assert window.url == conversation and window.evaluate("window.notReloaded") is True
 
 
 SUBSCRIBE_STAND_IN = """
