@@ -1,10 +1,10 @@
 """Everything the app serves over HTTP, under whatever prefix the host includes it at:
 
 ``path("chat/", include("direct_messages.urls"))`` gives ``/chat/`` (the inbox),
-``/chat/direct/...`` (the web client's pages) and ``/chat/api/...`` (PROTOCOL.md's
-HTTP API, with its OpenAPI document at ``/chat/api/openapi.json``). The WebSockets
-(``/chat/ws/...``) are :data:`direct_messages.asgi.websocket_application`'s, at the
-same prefix.
+``/chat/direct/...`` (the web client's pages and its service worker, whose scope is
+``/chat/direct/``) and ``/chat/api/...`` (PROTOCOL.md's HTTP API, with its OpenAPI
+document at ``/chat/api/openapi.json``). The WebSockets (``/chat/ws/...``) are
+:data:`direct_messages.asgi.websocket_application`'s, at the same prefix.
 """
 
 from django.urls import path, re_path
@@ -44,6 +44,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("direct/inbox/", views.inbox, name="inbox"),
     path("direct/t/<str:account>/", views.thread, name="thread"),
+    path("direct/sw.js", views.service_worker, name="service_worker"),
     path("logout/", views.logout, name="logout"),
     path("api/", (api_patterns, api_app_name, api_namespace)),
     # Every other path under the API, and the bare ``api`` (which Django would otherwise

@@ -14,6 +14,7 @@ from django.contrib.auth import logout as session_logout
 from django.http import Http404, HttpRequest, HttpResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import redirect, render, resolve_url
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_POST, require_safe
@@ -36,6 +37,7 @@ CONTENT_SECURITY_POLICY = "; ".join(
         "img-src 'self' blob: data: https:",
         "media-src 'self' blob: https:",
         "connect-src 'self'",
+        "worker-src 'self'",  # the service worker (direct/sw.js): Web Push notifications
         "object-src 'none'",
         "base-uri 'none'",
         "form-action 'self'",
@@ -57,6 +59,7 @@ def _client_config(request: HttpRequest, me: dict[str, Any], peer: dict[str, Any
         "logout_url": reverse("direct_messages:logout"),
         "inbox_url": reverse("direct_messages:inbox"),
         "thread_url": reverse("direct_messages:thread", args=["ACCOUNT"]),
+        "service_worker_url": reverse("direct_messages:service_worker"),
         "limits": {
             "message_max_length": dm_setting("MESSAGE_MAX_LENGTH"),
             "attachments_per_message": dm_setting("ATTACHMENTS_PER_MESSAGE"),
@@ -107,6 +110,30 @@ def thread(request: HttpRequest, account: str) -> HttpResponse:
     if account != handle_of(peer):
         return redirect("direct_messages:thread", account=handle_of(peer))
     return _page(request, peer)
+
+
+# The worker shows notifications and opens pages; it fetches nothing and runs no other
+# script, so its own policy (a worker's comes with its script) allows nothing.
+SERVICE_WORKER_POLICY = "default-src 'none'"
+
+
+@require_safe
+def service_worker(request: HttpRequest) -> HttpResponse:
+    """``<prefix>direct/sw.js``: the service worker that shows Web Push notifications.
+
+    Served here, not from the static files, so that its scope (the script's directory,
+    ``<prefix>direct/``) covers the inbox and every conversation under whatever prefix
+    the host mounts the app at, and so that a new version is fetched at once: browsers
+    check for one on navigation, and ``no-cache`` makes every check reach the server.
+    No login is needed: it is the same file for everyone and carries no data.
+    """
+    response = HttpResponse(
+        render_to_string("direct_messages/sw.js"), content_type="text/javascript; charset=utf-8"
+    )
+    response["Cache-Control"] = "no-cache"
+    response["Content-Security-Policy"] = SERVICE_WORKER_POLICY
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 @require_POST

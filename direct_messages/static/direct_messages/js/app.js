@@ -1,16 +1,23 @@
 // Entry point of the web client: reads the page's configuration and starts the
-// inbox, the open conversation, the new-message dialog and the drop zone.
+// inbox, the open conversation, the new-message dialog, the drop zone and the service
+// worker with its notifications dialog.
 
 import { api, setCsrfToken } from "./api.js";
 import { Composer } from "./composer.js";
 import { apiPath, config } from "./config.js";
 import { avatar, displayName, h, toast } from "./dom.js";
 import { Inbox } from "./inbox.js";
+import { Notifications, registerWorker } from "./notifications.js";
 import { bindDialogs, confirmDialog, menu, openPopover } from "./overlays.js";
 import { Thread } from "./thread.js";
 
 setCsrfToken(config.csrf_token);
 bindDialogs();
+registerWorker(); // shows Web Push notifications once they are turned on
+new Notifications({
+  dialog: document.getElementById("notifications-dialog"),
+  opener: document.getElementById("notifications-button"),
+});
 
 // One "reconnecting…" indicator for both sockets.
 const statuses = {};
