@@ -41,7 +41,7 @@ typecheck: install
 pytest: install browser
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-# The browser tests (tests/e2e) drive Debian's chromium: installed through apt when we
+# The browser tests (tests/e2e) drive Debian's chromium (and a dbus-daemon): installed through apt when we
 # are root (as `make bench` does for nginx), else a message saying what to install.
 CHROMIUM_PATH ?= /usr/bin/chromium
 export CHROMIUM_PATH
@@ -57,6 +57,15 @@ browser:
 		fi; }
 	@test -x "$(CHROMIUM_PATH)" || command -v "$(CHROMIUM_PATH)" >/dev/null || { \
 		echo "chromium is still missing at $(CHROMIUM_PATH) after apt-get install"; exit 1; }
+	@# The notification tests click a notification as a desktop would, over a private D-Bus.
+	@command -v dbus-daemon >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing dbus-daemon (apt-get) for the notification tests"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dbus-daemon >/dev/null; \
+		else \
+			echo "The notification tests need dbus-daemon: run 'sudo apt-get install dbus-daemon'"; \
+			exit 1; \
+		fi; }
 
 test: lint typecheck pytest
 
