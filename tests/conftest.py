@@ -86,6 +86,7 @@ def _lenient_throttles(settings: Any) -> None:
         "SEARCH_RATE": "1000000/min",
         "REPORT_RATE": "1000000/min",
         "EXPORT_RATE": "1000000/min",
+        "ERASE_RATE": "1000000/min",
         "FRAME_RATE": 1_000_000.0,
         "FRAME_BURST": 1_000_000,
     }

@@ -435,6 +435,35 @@ def test_enable_subscribes_with_the_servers_key_and_disable_forgets_it(
     dialog_state(page, "off")
 
 
+def test_logging_out_stops_this_browsers_notifications(people, notifying_page, web_server):
+    """A shared computer: once Alice logs out, her notifications must not keep coming to
+    whoever uses the browser next. The browser unsubscribes and the server forgets it."""
+    (alice,) = people("Alice")
+    subscription = BrowserSubscription(endpoint="http://127.0.0.1:9/push/out-" + alice.account)
+    stand_in = SUBSCRIBE_STAND_IN.replace("SUBSCRIPTION", json.dumps(subscription.to_json()))
+    page = notifying_page(alice, init_script=stand_in)
+    page.get_by_role("button", name="Notifications").click()
+    dialog = dialog_state(page, "off")
+    with page.expect_response(lambda r: r.url.endswith("/api/push/subscriptions")) as posted:
+        dialog.get_by_role("button", name="Enable notifications").click()
+    assert posted.value.status == 201
+    page.keyboard.press("Escape")
+
+    with page.expect_request(
+        lambda r: r.url.endswith("/api/push/subscriptions") and r.method == "DELETE"
+    ) as deleted:
+        page.locator("form.rail-bottom button").click()
+    assert deleted.value.post_data_json == {"endpoint": subscription.endpoint}
+    assert deleted.value.response().status == 204
+    page.wait_for_url(lambda url: "/direct/" not in url)  # and the logout went on
+    # The server holds no subscription of hers: the same endpoint again is a new one
+    # (201, where a kept one answers 200). Her token outlives the page's session.
+    status, _ = http_json(
+        "POST", f"{web_server.http}/api/push/subscriptions", subscription.to_json(), alice.token
+    )
+    assert status == 201
+
+
 def test_previews_switch_changes_the_setting(people, notifying_page, web_server):
     (alice,) = people("Alice")
     page = notifying_page(alice)
@@ -447,7 +476,7 @@ def test_previews_switch_changes_the_setting(people, notifying_page, web_server)
         switch.click()
     expect(switch).not_to_be_checked()
     status, settings = http_json("GET", f"{web_server.http}/api/settings", token=alice.token)
-    assert (status, settings) == (200, {"previews": False})
+    assert (status, settings["previews"]) == (200, False)
     page.reload()
     page.get_by_role("button", name="Notifications").click()
     expect(dialog_state(page, "off").get_by_role("switch")).not_to_be_checked()

@@ -7,13 +7,14 @@ import { Composer } from "./composer.js";
 import { apiPath, config } from "./config.js";
 import { avatar, displayName, h, toast } from "./dom.js";
 import { Inbox } from "./inbox.js";
-import { Notifications, registerWorker } from "./notifications.js";
+import { Notifications, registerWorker, unsubscribeOnLogout } from "./notifications.js";
 import { bindDialogs, confirmDialog, menu, openPopover } from "./overlays.js";
 import { Thread } from "./thread.js";
 
 setCsrfToken(config.csrf_token);
 bindDialogs();
 registerWorker(); // shows Web Push notifications once they are turned on
+unsubscribeOnLogout();
 new Notifications({
   dialog: document.getElementById("notifications-dialog"),
   opener: document.getElementById("notifications-button"),

@@ -24,6 +24,37 @@ export function registerWorker() {
   return registering;
 }
 
+/** On logging out, this browser stops getting the account's notifications: a shared
+ * computer must not keep showing them (previews included) to whoever comes next. The
+ * browser unsubscribes first (its push service then answers 410 and the server forgets
+ * the subscription, even if the DELETE below cannot reach it), then the form goes on. */
+export function unsubscribeOnLogout() {
+  document.addEventListener("submit", (event) => {
+    const form = event.target;
+    if (!form.action?.endsWith(config.logout_url) || form.dataset.unsubscribed) return;
+    if (!("serviceWorker" in navigator) || !config.service_worker_url) return;
+    event.preventDefault();
+    const late = new Promise((resolve) => setTimeout(resolve, LOGOUT_WAIT_MS));
+    Promise.race([forgetSubscription(), late])
+      .catch((error) => console.warn("push subscription not removed on logout:", error))
+      .finally(() => {
+        form.dataset.unsubscribed = "1";
+        form.requestSubmit();
+      });
+  });
+}
+
+const LOGOUT_WAIT_MS = 3000; // logging out never waits longer on the push service
+
+async function forgetSubscription() {
+  const registration = await registerWorker();
+  const subscription = await registration?.pushManager?.getSubscription();
+  if (!subscription) return;
+  const { endpoint } = subscription;
+  await subscription.unsubscribe();
+  await api("DELETE", apiPath("push/subscriptions"), { endpoint });
+}
+
 function keyBytes(base64url) {
   const base64 = base64url.replace(/-/gu, "+").replace(/_/gu, "/");
   const binary = atob(base64 + "=".repeat((4 - (base64.length % 4)) % 4));
