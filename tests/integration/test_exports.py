@@ -9,6 +9,7 @@ import time
 import uuid
 import zipfile
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -160,6 +161,24 @@ def test_a_build_whose_process_died_is_built_again(alice, bob):
     assert exports.export_build(stale.pk) is not None
     stale.refresh_from_db()
     assert stale.status == "ready" and stale.file
+
+
+def test_a_user_erased_while_their_export_builds_leaves_no_zip(alice, bob, settings, monkeypatch):
+    """The export's row goes with its user; the zip its build was writing must not stay
+    in storage with nobody to delete it."""
+    send(alice, bob, "mine", files=[photo()])
+    write = exports.export_write
+
+    def write_then_erase(user, out):
+        data = write(user, out)
+        type(user).objects.filter(pk=user.pk).first().delete()  # mid-build, by the host
+        return data
+
+    monkeypatch.setattr(exports, "export_write", write_then_erase)
+    export = DataExport.objects.create(user=alice)
+    assert exports.export_build(export.pk) is None
+    assert not DataExport.objects.exists()
+    assert [p for p in Path(settings.MEDIA_ROOT).rglob("*") if p.is_file()] == []
 
 
 def test_the_management_command_writes_the_same_zip(alice, bob, tmp_path):
