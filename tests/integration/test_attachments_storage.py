@@ -409,6 +409,38 @@ def test_two_openings_at_once_of_a_view_once_photo_give_one_file(alice, bob, aut
     assert DirectMessage.objects.get(client_id__isnull=False, view_once=1).views == 1
 
 
+def test_an_opening_racing_the_senders_unsend_leaves_nothing(alice, bob, auth_client, backend):
+    """The recipient opens a view-once photo while its sender unsends it: whichever
+    wins, the answer is the file or a 404, never an error, and storage ends empty."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    def opening(url: str) -> int:
+        try:
+            return open_once(auth_client(bob), url)[0]
+        finally:
+            connection.close()
+
+    def unsend(room: str, message_id: int) -> None:
+        try:
+            services.message_unsend(user=alice, room_key=room, message_id=message_id)
+        finally:
+            connection.close()
+
+    for _ in range(5):
+        body = upload(auth_client(alice), png_bytes())
+        sent = send_view_once(auth_client(alice), "bob", [body["id"]], 2).json()
+        with ThreadPoolExecutor(3) as pool:
+            opened = [pool.submit(opening, body["url"]) for _ in range(2)]
+            unsent = pool.submit(unsend, sent["room"], sent["id"])
+            assert {f.result() for f in opened} <= {200, 404}
+            unsent.result()
+        assert DirectMessage.objects.get(pk=sent["id"]).unsent_at is not None
+        assert open_once(auth_client(bob), body["url"])[0] == 404
+        assert backend.names() == set()
+
+
 @pytest.mark.parametrize(
     ("files", "times"),
     [(["png"], 3), ([], 1), (["png", "png"], 1), (["m4a"], 1)],
