@@ -92,3 +92,16 @@ def in_thread(func: Any) -> Any:
     return SyncToAsync(
         _keeping_connection(func), thread_sensitive=False, executor=database_threads()
     )
+
+
+def in_background(func: Any, *args: Any, name: str) -> None:
+    """Run ``func(*args)`` in a thread of its own, closing its database connection after:
+    work asked of the task queue, where no queue is installed (the `push` extra)."""
+
+    def run() -> None:
+        try:
+            func(*args)
+        finally:
+            connections.close_all()
+
+    threading.Thread(target=run, name=name, daemon=True).start()

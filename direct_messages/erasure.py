@@ -22,12 +22,11 @@ not know of but the rows it is about to null.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db import close_old_connections, transaction
+from django.db import transaction
 from django.db.models import OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -35,6 +34,7 @@ from django.utils import timezone
 from direct_messages.adapters import get_adapter
 from direct_messages.attachments import storage_names_delete
 from direct_messages.auth import credentials_changed
+from direct_messages.db import in_background
 from direct_messages.errors import Forbidden
 from direct_messages.models import (
     DataExport,
@@ -101,7 +101,8 @@ def erase_request(
     if not user.check_password(password):
         raise Forbidden("password: wrong password")
     get_adapter().suspend(user)
-    transaction.on_commit(lambda: (enqueue or _erase_in_thread)(user.pk))
+    erase = enqueue or (lambda pk: in_background(user_erase, pk, name=f"dm-erase-{pk}"))
+    transaction.on_commit(lambda: erase(user.pk))
 
 
 def user_erase(user_id: Any) -> bool:
@@ -112,13 +113,3 @@ def user_erase(user_id: Any) -> bool:
         return False
     get_adapter().erase(user)
     return True
-
-
-def _erase_in_thread(user_id: Any) -> None:
-    def run() -> None:
-        try:
-            user_erase(user_id)
-        finally:
-            close_old_connections()
-
-    threading.Thread(target=run, name=f"dm-erase-{user_id}", daemon=True).start()

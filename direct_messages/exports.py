@@ -14,19 +14,19 @@ import json
 import logging
 import shutil
 import tempfile
-import threading
 import zipfile
 from collections.abc import Callable
 from typing import IO, Any
 
 from django.core.files import File
-from django.db import close_old_connections, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from direct_messages import selectors
 from direct_messages.adapters import get_adapter, user_out
 from direct_messages.conf import dm_setting
+from direct_messages.db import in_background
 from direct_messages.models import (
     Block,
     DataExport,
@@ -43,7 +43,7 @@ def export_request(user: Any, *, enqueue: Callable[[Any], None] | None = None) -
     """The user's pending export, or a new one, built after commit by ``enqueue``
     (the task queue's, ``tasks.export_enqueue``), else by a thread of this process."""
     exports_purge()
-    build = enqueue or _build_in_thread
+    build = enqueue or (lambda pk: in_background(export_build, pk, name=f"dm-export-{pk}"))
     pending = DataExport.objects.filter(user=user, status=ExportStatus.PENDING).first()
     if pending is not None:
         transaction.on_commit(lambda: build(pending.pk))  # if its build died
@@ -51,16 +51,6 @@ def export_request(user: Any, *, enqueue: Callable[[Any], None] | None = None) -
     export = DataExport.objects.create(user=user)
     transaction.on_commit(lambda: build(export.pk))
     return export
-
-
-def _build_in_thread(export_id: Any) -> None:
-    def run() -> None:
-        try:
-            export_build(export_id)
-        finally:
-            close_old_connections()
-
-    threading.Thread(target=run, name=f"dm-export-{export_id}", daemon=True).start()
 
 
 # A build that has not finished this long after it started died with its process: the

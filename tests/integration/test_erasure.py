@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +14,6 @@ import pytest
 from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.core.files.storage import default_storage
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from websockets.exceptions import ConnectionClosed
 
@@ -39,27 +37,15 @@ from tests.integration.test_attachments_storage import (  # noqa: F401  (fixture
     moto_endpoint,
     multipart,
 )
+from tests.integration.test_exports import (  # noqa: F401  (immediate_tasks: a fixture)
+    immediate_tasks,
+    photo,
+    send,
+)
 from tests.support import PASSWORD, WsClient, http_json, signup
 from tests.unit.test_attachment_processing import png_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def immediate_tasks(settings):
-    """Erasures and exports asked for over HTTP run as tasks: here at once, in process
-    (the live test at the bottom runs them in a real worker)."""
-    settings.TASKS = {"default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"}}
-
-
-def send(user, other, text="", files=(), **extra):
-    return services.message_send(
-        sender=user, recipient=other, client_id=uuid.uuid4(), text=text, files=files, **extra
-    ).message
-
-
-def photo(name="p.png"):
-    return SimpleUploadedFile(name, png_bytes(), content_type="image/png")
 
 
 def rows_pointing_at(user_id: Any) -> list[str]:
