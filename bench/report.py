@@ -393,8 +393,9 @@ def notify_table(results: dict[str, Any]) -> str:
         if "reports" in r:
             rep = r["reports"]
             beside = (
-                f"{rep['rate']:g} report/s: {rep['ms']['n']} sent, statuses {rep['statuses']}, "
-                f"p50 / p99 {_fmt(rep['ms']['p50'])} / {_fmt(rep['ms']['p99'])} ms"
+                f"{rep['rate']:g} report/s: {rep['ms']['n']} sent, answered "
+                + ", ".join(f"{n} × {status}" for status, n in rep["statuses"].items())
+                + f", p50 / p99 {_fmt(rep['ms']['p50'])} / {_fmt(rep['ms']['p99'])} ms"
             )
         if "push" in r:
             beside = (

@@ -415,7 +415,11 @@ def _notifying_load(
         sent.update(_stored(db, before))
         expected = sum(1 for sender, _ in sent.values() if sender in senders)
         deadline = time.monotonic() + PUSH_DELAY_SECONDS + 90
-        while time.monotonic() < deadline and _count(service, listeners) < expected:
+        while (
+            time.monotonic() < deadline
+            and worker.poll() is None  # stopped: interrupted, or it died
+            and _count(service, listeners) < expected
+        ):
             time.sleep(0.2)
         procs.wait_quiet([worker.pid], timeout=30)  # the watchers' tasks have run too
 
