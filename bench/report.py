@@ -411,7 +411,7 @@ def notify_table(results: dict[str, Any]) -> str:
         c, m = push["commit_to_push_ms"], push["minus_delay_ms"]
         lines += [
             "",
-            "| pushes due | received (of them) | missing | duplicates | to recipients looking at the conversation (0 expected) | rejected | commit → push p50 / p99 ms | minus the delay p50 / p99 ms |",
+            "| pushes due | received of those | missing | duplicates | to recipients looking at the conversation (0 expected) | rejected | commit (`created_at`) → push p50 / p99 ms | minus the delay p50 / p99 ms |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|",
             f"| {push['expected']} | {push['to_inbox_listeners']} | {push['missing']} | "
             f"{push['duplicates']} | {push['to_conversation_watchers']} | {push['rejected']} | "

@@ -447,8 +447,8 @@ def _notifying_load(
 
 
 def _stored(db: str, after_id: int = 0) -> dict[int, tuple[int, float]]:
-    """The messages stored after ``after_id``: id -> (sender id, ``created_at``, which
-    the send takes in its transaction, just before its commit, as a Unix time)."""
+    """The messages stored after ``after_id``: id -> (sender id, ``created_at`` as a Unix
+    time; the send takes it just before its transaction, so a little before the commit)."""
     query = "SELECT id, sender_id, created_at FROM direct_messages_directmessage WHERE id > ?"
     with contextlib.closing(sqlite3.connect(db.removeprefix("sqlite:///"), timeout=10)) as conn:
         rows = conn.execute(query, (after_id,)).fetchall()
