@@ -21,7 +21,7 @@ from bench.scenarios import Options, say
 from tests.support import Stack
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-DEFAULT = ["embedded", "scaled", "reads", "idle"]
+DEFAULT = ["embedded", "notify", "scaled", "reads", "idle"]
 ALL = [*DEFAULT, "profile"]
 
 
@@ -37,6 +37,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--fixed-rate", type=float, help="rate of the scaled-vs-floor comparison")
     parser.add_argument("--rates", help="comma-separated rates to run instead of a sweep")
     parser.add_argument("--sweep-steps", type=int, help="at most this many steps per sweep")
+    parser.add_argument("--notify-rate", type=float, help="rate of notify (default 200)")
+    parser.add_argument("--report-rate", type=float, help="reports/s beside notify's load")
     parser.add_argument("--idle-count", type=int, help="idle sockets (default 5000)")
     parser.add_argument("--idle-servers", help="daphne,uvicorn for idle")
     parser.add_argument("--profile-rate", type=float, help="offered rate while profiling")
@@ -57,7 +59,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def options(args: argparse.Namespace) -> Options:
     opts = Options.quick_mode() if args.quick else Options()
-    for name in ("seconds", "pairs", "fixed_rate", "sweep_steps", "idle_count", "profile_rate"):
+    for name in (
+        "seconds",
+        "pairs",
+        "fixed_rate",
+        "sweep_steps",
+        "idle_count",
+        "profile_rate",
+        "notify_rate",
+        "report_rate",
+    ):
         value = getattr(args, name)
         if value is not None:
             setattr(opts, name, value)
@@ -134,6 +145,7 @@ def main(argv: list[str]) -> int:
         ("sweeps", report.sweep_table(results) if report.latency_rows(results) else ""),
         ("fixed rate", report.load_table(results) if results.get("scaled") else ""),
         ("cpu per message", report.cpu_table(results) if report.latency_rows(results) else ""),
+        ("notifications and reports", report.notify_table(results)),
         ("redis", report.redis_table(results)),
         ("reads", report.reads_table(results)),
         ("idle", report.idle_table(results)),

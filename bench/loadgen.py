@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from websockets.asyncio.client import ClientConnection
 
-from tests.support import open_dm
+from tests.support import open_dm, ws_connect
 
 TEXT = "benchmark message, about the length of a short chat line"
 
@@ -85,9 +85,14 @@ async def _read_recipient(conn: ClientConnection, pair: int, run: Run) -> None:
     async for raw in conn:
         now = time.perf_counter()
         frame = orjson.loads(raw)
-        if frame.get("type") != "message.new":
+        kind = frame.get("type")
+        if kind == "message.new":
+            message = frame["message"]
+        elif kind == "inbox.update":  # a recipient on /ws/inbox/ (Target.inbox_every)
+            message = frame["conversation"].get("last_message") or {}
+        else:
             continue
-        item = run.sent.get(frame["message"].get("client_id"))
+        item = run.sent.get(message.get("client_id"))
         if item is None or item.pair != pair:
             continue
         item.deliveries += 1
@@ -103,7 +108,10 @@ async def _read_recipient(conn: ClientConnection, pair: int, run: Run) -> None:
 
 
 async def open_socket(url: str, token: str) -> ClientConnection:
-    return await open_dm(url, token, 30, ping_interval=None, max_size=1 << 20, max_queue=None)
+    options: dict[str, Any] = {"ping_interval": None, "max_size": 1 << 20, "max_queue": None}
+    if "/ws/inbox/" in url:  # no first frame to wait for
+        return await ws_connect(url, token, open_timeout=30, **options)
+    return await open_dm(url, token, 30, **options)
 
 
 @dataclass
@@ -111,17 +119,24 @@ class Target:
     """Where sockets connect: ``url`` with ``{account}`` and, optionally, ``{node}``.
 
     With ``nodes``, pair ``i`` has its sender on ``nodes[i % n]`` and its recipient on
-    the next node, so every delivery crosses processes and every process sends.
+    the next node, so every delivery crosses processes and every process sends. With
+    ``inbox_every`` = k, the recipient of every k-th pair (0, k, 2k, ...) listens on
+    ``/ws/inbox/`` only: it is not looking at the conversation, so it may be notified,
+    and its delivery is its ``inbox.update``.
     """
 
     url: str  # e.g. ws://127.0.0.1:P/ws/dm/{account}/?node={node}
     nodes: tuple[str, ...] = ("",)
+    inbox_every: int = 0
 
     def urls(self, pair: int, sender: str, recipient: str) -> tuple[str, str]:
         n = len(self.nodes)
+        recipient_url = self.url
+        if self.inbox_every and pair % self.inbox_every == 0:
+            recipient_url = self.url.replace("/ws/dm/{account}/", "/ws/inbox/")
         return (
             self.url.format(account=recipient, node=self.nodes[pair % n]),
-            self.url.format(account=sender, node=self.nodes[(pair + 1) % n]),
+            recipient_url.format(account=sender, node=self.nodes[(pair + 1) % n]),
         )
 
 

@@ -27,7 +27,8 @@ def _cmd(args: str) -> str:
 
 
 COMMANDS = {
-    name: _cmd(f"--only {name}") for name in ("embedded", "scaled", "reads", "idle", "profile")
+    name: _cmd(f"--only {name}")
+    for name in ("embedded", "notify", "scaled", "reads", "idle", "profile")
 }
 
 
@@ -369,6 +370,56 @@ def send_path_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def notify_table(results: dict[str, Any]) -> str:
+    """Issues 20 and 21: the same load with notifications off, with reports beside it,
+    and with notifications on; then the pushes of the last."""
+    notify = results.get("notify")
+    if not notify:
+        return ""
+    lines = [
+        "| embedded, same run | offered /s | delivery p50 / p99 ms | ack p50 / p99 ms | lost | dup | server CPU ms / msg | beside the load |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for key, label in (
+        ("off", "notifications off"),
+        ("off_reports", "notifications off, reports beside"),
+        ("on", "notifications on"),
+    ):
+        r = notify.get(key)
+        if not r:
+            continue
+        a, d = r["ack_ms"], r["delivery_ms"]
+        beside = ""
+        if "reports" in r:
+            rep = r["reports"]
+            beside = (
+                f"{rep['rate']:g} report/s: {rep['ms']['n']} sent, answered "
+                + ", ".join(f"{n} × {status}" for status, n in rep["statuses"].items())
+                + f", p50 / p99 {_fmt(rep['ms']['p50'])} / {_fmt(rep['ms']['p99'])} ms"
+            )
+        if "push" in r:
+            beside = (
+                f"one dm_worker: {_fmt(r['push']['worker_cpu_ms_per_message'])} CPU ms / message"
+            )
+        lines.append(
+            f"| {label} | {r['rate_target']:.0f} | {_fmt(d['p50'])} / {_fmt(d['p99'])} | "
+            f"{_fmt(a['p50'])} / {_fmt(a['p99'])} | {r['lost']} | {r['duplicated']} | "
+            f"{_fmt(r.get('server_cpu_ms_per_message'))} | {beside} |"
+        )
+    push = notify.get("on", {}).get("push")
+    if push:
+        c, m = push["commit_to_push_ms"], push["minus_delay_ms"]
+        lines += [
+            "",
+            "| pushes due | received of those | missing | duplicates | to recipients looking at the conversation (0 expected) | rejected | commit (`created_at`) → push p50 / p99 ms | minus the delay p50 / p99 ms |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"| {push['expected']} | {push['to_inbox_listeners']} | {push['missing']} | "
+            f"{push['duplicates']} | {push['to_conversation_watchers']} | {push['rejected']} | "
+            f"{_fmt(c['p50'])} / {_fmt(c['p99'])} | {_fmt(m['p50'])} / {_fmt(m['p99'])} |",
+        ]
+    return "\n".join(lines)
+
+
 def redis_table(results: dict[str, Any]) -> str:
     sc = results.get("scaled")
     if not sc:
@@ -647,6 +698,21 @@ def generated_section(results: dict[str, Any], plot_name: str) -> str:
             "",
             send_path,
         ]
+    if results.get("notify"):
+        n = results["notify"]
+        parts += [
+            "",
+            "### Notifications and reports on the send path (issues 20 and 21)",
+            "",
+            f"One daphne, SQLite, in-memory layer at {n['rate']:g} messages/s, three loads in one "
+            f"run; in each, the recipient of one pair in {n['inbox_every']} listens on `/ws/inbox/` only. "
+            "With notifications on, every recipient has a Web Push subscription at a stand-in in the "
+            "harness, and those not looking at the conversation are pushed "
+            f"{n['push_delay_seconds']:g} s (the default delay) after the commit: "
+            "[docs/benchmarks.md](../docs/benchmarks.md#notifications-and-reports).",
+            "",
+            notify_table(results),
+        ]
     if results.get("scaled"):
         parts += [
             "",
@@ -678,7 +744,7 @@ def generated_section(results: dict[str, Any], plot_name: str) -> str:
 
 def _scenario_dates(results: dict[str, Any]) -> str:
     parts = []
-    for name in ("embedded", "scaled", "reads", "idle"):
+    for name in ("embedded", "notify", "scaled", "reads", "idle"):
         meta = results.get(name + "_meta", {})
         if "date" in meta:
             parts.append(

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import itertools
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +23,21 @@ from typing import Any
 
 from bench import loadgen, procs
 from bench.procs import SECRET_KEY, server_env
-from tests.support import APP, PY, LiveServer, RedisServer, Stack, free_port, migrate, run, signup
+from tests.push_service import BrowserSubscription, PushService
+from tests.support import (
+    APP,
+    PY,
+    LiveServer,
+    RedisServer,
+    Stack,
+    free_port,
+    http_json,
+    migrate,
+    run,
+    signup,
+    spawn,
+    stop,
+)
 
 CEILING_APP = "bench.ceiling:application"
 
@@ -63,6 +82,8 @@ class Options:
     pg_synchronous_commit: bool = False
     retry_failed_steps: bool = True
     rates: list[float] = field(default_factory=list)
+    notify_rate: float = 200.0
+    report_rate: float = 1.0
 
     @classmethod
     def quick_mode(cls) -> Options:
@@ -122,7 +143,10 @@ def load_once(
     quiet_pids: list[int] | None = None,
     on_ready: Callable[[], None] | None = None,
     cpu_pids: list[int] | None = None,
+    before_close: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
+    """One load at ``rate``; ``before_close`` (blocking) runs once it is measured, before
+    its sockets close."""
     stats: dict[str, Any] = {}
     load_average = os.getloadavg()[0]
     cpu_pids = list(cpu_pids or quiet_pids or [])
@@ -144,6 +168,8 @@ def load_once(
         stats["wall_after"] = time.monotonic()
         if redis:
             stats["after"] = await asyncio.to_thread(commandstats, redis)
+        if before_close:
+            await asyncio.to_thread(before_close)
 
     result = arun(
         loadgen.run_load(
@@ -277,6 +303,193 @@ def embedded(stack: Stack, opts: Options) -> dict[str, Any]:
                 opts,
             )
     return out
+
+
+# --- notifications and reports (issues 20 and 21) -------------------------------------
+
+INBOX_EVERY = 2  # every other pair's recipient is not looking at the conversation
+PUSH_DELAY_SECONDS = 3.0  # the product's default (docs/notifications.md), left as it is
+
+
+class TimedPushService(PushService):
+    """The tests' push service stand-in, noting in each push's headers when it arrived
+    (the wall clock, as the messages' ``created_at``)."""
+
+    def _receive(self, path: str, headers: dict[str, str], body: bytes) -> int:
+        headers["x-arrived"] = repr(time.time())
+        return super()._receive(path, headers, body)
+
+
+def notify(stack: Stack, opts: Options) -> dict[str, Any]:
+    """The embedded default at one rate: notifications off, off with reports beside the
+    load, then on (a VAPID key, one ``dm_worker``, every recipient subscribed to a push
+    service stand-in, every other pair's recipient not looking at the conversation)."""
+    db = stack.sqlite_database("notify")
+    off = server_env(db, DM_REPORT_RATE="1000000/hour")
+    migrate(off)
+    keys = dict(line.split("=", 1) for line in run([PY, "manage.py", "dm_vapid_keys"], off).split())
+    on = dict(off, VAPID_PRIVATE_KEY=keys["VAPID_PRIVATE_KEY"])
+    out: dict[str, Any] = {"database": "sqlite", "layer": "memory", "commit": procs.git_commit()}
+    out |= {"rate": opts.notify_rate, "inbox_every": INBOX_EVERY}
+    out["push_delay_seconds"] = PUSH_DELAY_SECONDS
+    with TimedPushService(keys["VAPID_PUBLIC_KEY"]) as service:
+        # http://127.0.0.1 endpoints are accepted with DEBUG on only: on for the server
+        # that takes the subscriptions and for the worker, off for the servers under load.
+        with stack.running([stack.server("daphne", dict(on, DEBUG="true"))]) as (server,):
+            pairs = make_pairs(on, server.http, opts)
+            browsers = {b["account"]: service.subscription(b["account"]) for _, b in pairs}
+            for _, recipient in pairs:
+                body = browsers[recipient["account"]].to_json()
+                url = f"{server.http}/api/push/subscriptions"
+                status, answer = http_json("POST", url, body, recipient["token"])
+                if status != 201:
+                    raise RuntimeError(f"subscription refused: {status} {answer}")
+        with stack.running([stack.server("daphne", off)]) as (server,):
+            target = loadgen.Target(server.ws + "/ws/dm/{account}/", inbox_every=INBOX_EVERY)
+            say(f"notify: {opts.notify_rate}/s, notifications off, on :{server.port}")
+            out["off"] = load_once(target, pairs, opts.notify_rate, opts, quiet_pids=[server.pid])
+            say(f"notify: the same with {opts.report_rate} report/s beside the load")
+            out["off_reports"] = _load_with_reports(server, target, pairs, opts)
+        say(f"notify: {opts.notify_rate}/s, notifications on (one dm_worker)")
+        out["on"] = _notifying_load(stack, on, db, service, browsers, pairs, opts)
+    return out
+
+
+def _load_with_reports(
+    server: LiveServer, target: loadgen.Target, pairs: list[Any], opts: Options
+) -> dict[str, Any]:
+    """:func:`load_once` with ``POST /api/dm/{account}/report`` at ``opts.report_rate``
+    beside it (each by a pair's recipient about its sender), from the sockets' opening
+    until the server is idle again."""
+    done = threading.Event()
+    answers: list[tuple[int, float]] = []
+
+    def reports() -> None:
+        for i in itertools.count():
+            if done.wait(1 / opts.report_rate):
+                return
+            sender, recipient = pairs[i % len(pairs)]
+            url, t0 = f"{server.http}/api/dm/{sender['account']}/report", time.perf_counter()
+            try:
+                status, _ = http_json("POST", url, {"reason": "spam"}, recipient["token"], 10)
+            except OSError:  # refused, timed out
+                status = 0
+            answers.append((status, time.perf_counter() - t0))
+
+    thread = threading.Thread(target=reports, daemon=True)
+    try:
+        result = load_once(
+            target, pairs, opts.notify_rate, opts, quiet_pids=[server.pid], on_ready=thread.start
+        )
+    finally:
+        done.set()
+        thread.join(15)
+    statuses = Counter(str(status) for status, _ in answers)
+    result["reports"] = {"rate": opts.report_rate, "statuses": dict(statuses)}
+    result["reports"]["ms"] = loadgen.summarize([t for _, t in answers])
+    return result
+
+
+def _notifying_load(
+    stack: Stack,
+    env: dict[str, str],
+    db: str,
+    service: TimedPushService,
+    browsers: dict[str, BrowserSubscription],
+    pairs: list[Any],
+    opts: Options,
+) -> dict[str, Any]:
+    """The load on a server with the VAPID key and one ``dm_worker`` as ``make run``
+    starts it (polling once a second). The sockets stay open until every push due is
+    in and the worker is idle: a recipient still looking at the conversation when its
+    message's task runs must get nothing."""
+    before = max(_stored(db), default=0)
+    listeners = {b["account"] for i, (_, b) in enumerate(pairs) if i % INBOX_EVERY == 0}
+    senders = {a["id"] for i, (a, _) in enumerate(pairs) if i % INBOX_EVERY == 0}
+    sent: dict[int, tuple[int, float]] = {}
+    worker_log = stack.tmp / "dm_worker.log"
+    worker = spawn([PY, "manage.py", "dm_worker"], dict(env, DEBUG="true"), worker_log)
+    stack.cleanups.append(lambda: stop(worker))
+
+    def pushes_in() -> None:
+        sent.update(_stored(db, before))
+        expected = sum(1 for sender, _ in sent.values() if sender in senders)
+        deadline = time.monotonic() + PUSH_DELAY_SECONDS + 90
+        while (
+            time.monotonic() < deadline
+            and worker.poll() is None  # stopped: interrupted, or it died
+            and _count(service, listeners) < expected
+        ):
+            time.sleep(0.2)
+        procs.wait_quiet([worker.pid], timeout=30)  # the watchers' tasks have run too
+
+    try:
+        with stack.running([stack.server("daphne", env)]) as (server,):
+            procs.wait_quiet([server.pid, worker.pid])  # both have started
+            if worker.poll() is not None:
+                raise RuntimeError(f"dm_worker exited with {worker.returncode}: {worker_log}")
+            cpu = procs.cpu_seconds(worker.pid)
+            target = loadgen.Target(server.ws + "/ws/dm/{account}/", inbox_every=INBOX_EVERY)
+            result = load_once(
+                target, pairs, opts.notify_rate, opts, cpu_pids=[server.pid], before_close=pushes_in
+            )
+            cpu = procs.cpu_seconds(worker.pid) - cpu
+    finally:
+        stop(worker)
+    p = result["push"] = _pushes(service, browsers, sent, senders, listeners)
+    p["worker_cpu_ms_per_message"] = round(1000 * cpu / max(len(sent), 1), 3)
+    say(
+        f"  pushes: {p['to_inbox_listeners']} of {p['expected']} due, {p['duplicates']} duplicated,"
+        f" {p['to_conversation_watchers']} to watchers; commit to push"
+        f" p50={_ms(p['commit_to_push_ms']['p50'])} p99={_ms(p['commit_to_push_ms']['p99'])}"
+    )
+    return result
+
+
+def _stored(db: str, after_id: int = 0) -> dict[int, tuple[int, float]]:
+    """The messages stored after ``after_id``: id -> (sender id, ``created_at`` as a Unix
+    time; the send takes it just before its transaction, so a little before the commit)."""
+    query = "SELECT id, sender_id, created_at FROM direct_messages_directmessage WHERE id > ?"
+    with contextlib.closing(sqlite3.connect(db.removeprefix("sqlite:///"), timeout=10)) as conn:
+        rows = conn.execute(query, (after_id,)).fetchall()
+    at = {i: dt.datetime.fromisoformat(c).replace(tzinfo=dt.UTC) for i, _, c in rows}
+    return {i: (sender, at[i].timestamp()) for i, sender, _ in rows}
+
+
+def _count(service: TimedPushService, names: set[str]) -> int:
+    return sum(1 for push in list(service.pushes) if push.path.rsplit("/", 1)[-1] in names)
+
+
+def _pushes(
+    service: TimedPushService,
+    browsers: dict[str, BrowserSubscription],
+    sent: dict[int, tuple[int, float]],
+    senders: set[int],
+    listeners: set[str],
+) -> dict[str, Any]:
+    """What the stand-in received of the messages ``sent``: counts, duplicates, and the
+    time from commit to push, raw and without the notification delay."""
+    seen: Counter[tuple[str, int]] = Counter()
+    latencies = []
+    for push in list(service.pushes):
+        name = push.path.rsplit("/", 1)[-1]
+        message_id = browsers[name].decrypt(push.body)["message_id"]
+        if message_id in sent:
+            seen[name, message_id] += 1
+            latencies.append(float(push.headers["x-arrived"]) - sent[message_id][1])
+    to_listeners = sum(1 for name, _ in seen if name in listeners)
+    expected = sum(1 for sender, _ in sent.values() if sender in senders)
+    return {
+        "expected": expected,
+        "received": sum(seen.values()),
+        "to_inbox_listeners": to_listeners,
+        "to_conversation_watchers": len(seen) - to_listeners,
+        "missing": expected - to_listeners,
+        "duplicates": sum(n - 1 for n in seen.values()),
+        "rejected": len(service.rejected),
+        "commit_to_push_ms": loadgen.summarize(latencies),
+        "minus_delay_ms": loadgen.summarize([t - PUSH_DELAY_SECONDS for t in latencies]),
+    }
 
 
 # --- scaled ---------------------------------------------------------------------------
