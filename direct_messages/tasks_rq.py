@@ -27,6 +27,12 @@ from direct_messages.conf import dm_setting
 
 # How RQ records a job whose worker (or work horse) died under it.
 ABANDONED = ("AbandonedJobError", "Work-horse terminated unexpectedly")
+# Failed jobs looked at by each maintenance, the newest first.
+FAILED_SCAN = 200
+# Seconds between a worker's maintenances (RQ's default: 600). A worker killed holds its
+# scheduler's lock for 61 s more, and a worker started meanwhile takes the lock over only
+# at a maintenance: until then deferred tasks (every notification) wait.
+MAINTENANCE_SECONDS = 30
 
 
 def abandoned_jobs_requeue(queue_names: list[str] | set[str]) -> int:
@@ -74,7 +80,8 @@ def _failed_requeue(queue: Any, claim: dt.timedelta) -> int:
     ``claim`` after they started (the worker's scheduler enqueues them then)."""
     registry = FailedJobRegistry(queue=queue, job_class=Job)
     requeued = 0
-    for job_id in registry.get_job_ids(cleanup=False):
+    # The newest: what RQ found abandoned is taken out at the maintenance that found it.
+    for job_id in registry.get_job_ids(0, FAILED_SCAN - 1, desc=True, cleanup=False):
         job = _notification_job(queue, job_id)
         if job is None:
             continue
@@ -92,7 +99,11 @@ def _failed_requeue(queue: Any, claim: dt.timedelta) -> int:
 class Worker(BaseWorker):
     """RQ's worker, whose maintenance (on start, then every 10 minutes) also runs again
     the notifications a dead worker left: a worker that dies while others keep running
-    is recovered by them."""
+    is recovered by them. Its maintenance is more frequent than RQ's (``MAINTENANCE_SECONDS``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("maintenance_interval", MAINTENANCE_SECONDS)
+        super().__init__(*args, **kwargs)
 
     def clean_registries(self) -> None:
         """Called on start and then periodically by RQ, to clean the queues' registries."""
