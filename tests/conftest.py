@@ -282,6 +282,19 @@ def asgi_server(asgi_server_factory: Callable[..., LiveServer]) -> LiveServer:
 
 # --- The task worker ---------------------------------------------------------------
 
+
+@pytest.fixture
+def database_tasks(settings: Any) -> Any:
+    """The app's tasks on django-tasks-db's database backend, REDIS_URL or not (which
+    moves them to RQ): for the tests that run ``dm_worker --batch`` in this process and
+    read the task rows. The live tests (``worker``) run on whichever is configured."""
+    settings.TASKS = {
+        "default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}
+    }
+    settings.DIRECT_MESSAGES = {**settings.DIRECT_MESSAGES, "TASK_QUEUE": "default"}
+    return settings
+
+
 WORKER_PUSH_DELAY = "2"  # DM_PUSH_DELAY_SECONDS, for the server (which enqueues) and the worker
 
 
