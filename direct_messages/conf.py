@@ -110,8 +110,10 @@ DEFAULTS: dict[str, Any] = {
     "APNS_SANDBOX": False,  # True: Apple's development server (builds from Xcode)
     # Subscription, device and settings changes per user (the endpoints of docs/notifications.md).
     "PUSH_RATE": "30/min",
-    # The django-tasks backend alias the notifications are enqueued on.
+    # The django-tasks backend alias the app's tasks (notifications, exports, erasures)
+    # are enqueued on, and the queue of that backend (listed in its QUEUES).
     "PUSH_TASK_BACKEND": "default",
+    "TASK_QUEUE": "default",
 }
 
 

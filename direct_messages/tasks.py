@@ -14,6 +14,8 @@ from typing import Any
 
 from django.utils import timezone
 from django_tasks import task, task_backends
+from django_tasks.backends.base import BaseTaskBackend
+from django_tasks.base import Task
 
 from direct_messages import erasure, exports, push
 from direct_messages.conf import dm_setting
@@ -35,23 +37,43 @@ def message_notify(message_id: int, attempt: int = 1) -> str:
 def notify_enqueue(message_id: int, *, delay: float, attempt: int = 1) -> None:
     """Run :func:`message_notify` ``delay`` seconds from now (at once on a backend that
     cannot defer, as django-tasks' immediate one)."""
-    alias = dm_setting("PUSH_TASK_BACKEND")
-    options: dict[str, Any] = {"backend": alias}
-    if task_backends[alias].supports_defer:
+    options: dict[str, Any] = {}
+    if task_backends[dm_setting("PUSH_TASK_BACKEND")].supports_defer:
         options["run_after"] = timezone.now() + dt.timedelta(seconds=delay)
-    message_notify.using(**options).enqueue(message_id, attempt)
+    _on_queue(message_notify, **options).enqueue(message_id, attempt)
 
 
-def abandoned_tasks_requeue() -> int:
-    """Make the notification tasks a dead worker left running ready to run again (the
-    database backend does not): those started more than ``PUSH_CLAIM_SECONDS`` ago.
-    Their pushes are sent once all the same (:class:`~direct_messages.models.PushDelivery`).
+def _on_queue(task: Task[Any, Any], **options: Any) -> Task[Any, Any]:
+    """``task`` on the backend and queue the app's settings name."""
+    return task.using(
+        backend=dm_setting("PUSH_TASK_BACKEND"), queue_name=dm_setting("TASK_QUEUE"), **options
+    )
+
+
+def backend_is_rq(backend: BaseTaskBackend) -> bool:
+    """Whether ``backend`` is django-tasks-rq's (which needs the ``rq`` extra)."""
+    try:
+        from django_tasks_rq import RQBackend
+    except ImportError:
+        return False
+    return isinstance(backend, RQBackend)
+
+
+def abandoned_tasks_requeue(backend: BaseTaskBackend) -> int:
+    """Run again the notification tasks a dead worker left (neither the database
+    backend nor RQ does): those started more than ``PUSH_CLAIM_SECONDS`` ago. Their
+    pushes are sent once all the same (:class:`~direct_messages.models.PushDelivery`).
     Returns how many."""
+    if backend_is_rq(backend):
+        from direct_messages.tasks_rq import abandoned_jobs_requeue
+
+        return abandoned_jobs_requeue(backend.queues)
     from django_tasks import TaskResultStatus
     from django_tasks_db.models import DBTaskResult
 
     cutoff = timezone.now() - dt.timedelta(seconds=float(dm_setting("PUSH_CLAIM_SECONDS")))
     return DBTaskResult.objects.filter(
+        backend_name=backend.alias,
         status=TaskResultStatus.RUNNING,
         started_at__lt=cutoff,
         task_path=message_notify.module_path,
@@ -77,7 +99,7 @@ def export_build(export_id: str) -> str:
 
 
 def export_enqueue(export_id: Any) -> None:
-    export_build.using(backend=dm_setting("PUSH_TASK_BACKEND")).enqueue(str(export_id))
+    _on_queue(export_build).enqueue(str(export_id))
 
 
 @task()
@@ -87,4 +109,4 @@ def user_erase(user_id: str) -> str:
 
 
 def erase_enqueue(user_id: Any) -> None:
-    user_erase.using(backend=dm_setting("PUSH_TASK_BACKEND")).enqueue(str(user_id))
+    _on_queue(user_erase).enqueue(str(user_id))

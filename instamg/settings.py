@@ -194,10 +194,23 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # --- Task queue ---------------------------------------------------------------------
-# Notifications go out from a worker (`python manage.py dm_worker`, which `make run`
-# starts beside the server), through django-tasks' database backend: the tasks wait in
-# the database the messages are in.
-TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+# Notifications, exports and erasures run in a worker (`python manage.py dm_worker`, which
+# `make run` starts beside the server). With REDIS_URL the tasks wait in Redis, on RQ
+# (django-tasks-rq), which several workers on several machines share; else they wait in
+# the database the messages are in (django-tasks-db). The database backend's app stays
+# installed either way: its table is in the migrations.
+# DM_TASK_QUEUE names the queue (RQ's list in Redis, the database backend's queue_name):
+# deployments, or test runs, that share one Redis keep out of each other's tasks.
+# (A task is checked against "default" where it is defined, so that one is listed too.)
+TASK_QUEUE = os.environ.get("DM_TASK_QUEUE", "default")
+_task_queues = sorted({"default", TASK_QUEUE})
+if REDIS_URL:
+    INSTALLED_APPS += ["django_rq"]
+    TASKS = {"default": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": _task_queues}}
+    # RQ kills a task running longer than this: an export of a long history takes minutes.
+    RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600} for name in _task_queues}
+else:
+    TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": _task_queues}}
 
 # Web Push's VAPID key (RFC 8292), the same on every process: VAPID_PRIVATE_KEY from the
 # environment (`manage.py dm_vapid_keys` makes one), or (DEBUG only) one made for this
@@ -364,6 +377,8 @@ DIRECT_MESSAGES = {
     "APNS_TEAM_ID": os.environ.get("DM_APNS_TEAM_ID", ""),
     "APNS_TOPIC": os.environ.get("DM_APNS_TOPIC", ""),
     "APNS_SANDBOX": os.environ.get("DM_APNS_SANDBOX", "") == "1",
+    "PUSH_CLAIM_SECONDS": env_int("DM_PUSH_CLAIM_SECONDS", 300),
+    "TASK_QUEUE": TASK_QUEUE,
 }
 
 # --- HTTPS and error reports (python manage.py check --deploy) -----------------------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -281,14 +283,37 @@ def asgi_server(asgi_server_factory: Callable[..., LiveServer]) -> LiveServer:
 
 # --- The task worker ---------------------------------------------------------------
 
+
+@pytest.fixture
+def database_tasks(settings: Any) -> Any:
+    """The app's tasks on django-tasks-db's database backend, REDIS_URL or not (which
+    moves them to RQ): for the tests that run ``dm_worker --batch`` in this process and
+    read the task rows. The live tests (``worker``) run on whichever is configured."""
+    settings.TASKS = {
+        "default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}
+    }
+    settings.DIRECT_MESSAGES = {**settings.DIRECT_MESSAGES, "TASK_QUEUE": "default"}
+    return settings
+
+
 WORKER_PUSH_DELAY = "2"  # DM_PUSH_DELAY_SECONDS, for the server (which enqueues) and the worker
 
 
 class Worker:
-    """The worker process, as its log tells what it did."""
+    """The worker process, as its log tells what it did (django-tasks' line per task,
+    the same on the database backend and on RQ)."""
 
-    def __init__(self, log: Path) -> None:
+    def __init__(self, proc: Any, log: Path) -> None:
+        self.proc = proc
         self.log = log
+
+    def kill(self) -> None:
+        """SIGKILL to the worker and every process it started (RQ's work horse, in a
+        session of its own, and its scheduler): a machine that dies."""
+        for pid in [*descendants(self.proc.pid), self.proc.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.wait(10)
 
     def wait_for_tasks(self, count: int, timeout: float = 30.0) -> None:
         """Until ``count`` tasks have finished (successfully)."""
@@ -298,6 +323,21 @@ class Worker:
                 return
             time.sleep(0.1)
         raise TimeoutError(f"fewer than {count} tasks finished:\n{self.log.read_text()[-2000:]}")
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes ``pid`` started, and theirs (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 @pytest.fixture
@@ -315,8 +355,9 @@ def worker_factory(live_database_url: str, tmp_path: Path) -> Iterator[Callable[
             DM_PUSH_DELAY_SECONDS=WORKER_PUSH_DELAY,
             **extra,
         )
-        started.append((spawn([PY, "manage.py", "dm_worker", "--interval", "0.2"], env, log), log))
-        return Worker(log)
+        proc = spawn([PY, "manage.py", "dm_worker", "--interval", "0.2"], env, log)
+        started.append((proc, log))
+        return Worker(proc, log)
 
     yield start
     for proc, log in started:

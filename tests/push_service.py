@@ -75,7 +75,9 @@ class PushService:
 
     ``answers[name]`` is a list of statuses to answer, in turn, for that endpoint
     (201 when it runs out). A push that fails the VAPID check gets 401 and is kept in
-    ``rejected``; every accepted one (2xx) is kept in ``pushes``.
+    ``rejected``; every accepted one (2xx) is kept in ``pushes``. ``stalls[name]`` pushes
+    to that endpoint, the next ones, are never answered (nor accepted): the sender waits
+    until it times out, or dies.
     """
 
     def __init__(self, vapid_public_key: str = "") -> None:
@@ -84,13 +86,18 @@ class PushService:
         self.pushes: list[Push] = []
         self.requests: list[str] = []  # every request's path, whatever the answer
         self.rejected: list[str] = []
+        self.stalls: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._unstall = threading.Event()
         service = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 headers = {name.lower(): value for name, value in self.headers.items()}
+                if service._stall(self.path):
+                    service._unstall.wait()
+                    return  # the connection closes unanswered
                 status = service._receive(self.path, headers, body)
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
@@ -109,6 +116,7 @@ class PushService:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self._unstall.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -117,6 +125,15 @@ class PushService:
 
     def subscription(self, name: str) -> BrowserSubscription:
         return BrowserSubscription(self.endpoint(name))
+
+    def _stall(self, path: str) -> bool:
+        name = path.rsplit("/", 1)[-1]
+        with self._lock:
+            if self.stalls.get(name, 0) <= 0:
+                return False
+            self.stalls[name] -= 1
+            self.requests.append(path)
+        return True
 
     def _receive(self, path: str, headers: dict[str, str], body: bytes) -> int:
         with self._lock:

@@ -111,6 +111,9 @@ def run(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 900)
     ).stdout
 
 
+LIVE_TASK_QUEUE = f"live-{uuid.uuid4().hex[:12]}"
+
+
 def server_env(database_url: str, redis_url: str | None = None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "DATABASE_URL"}}
     env.update(
@@ -128,6 +131,9 @@ def server_env(database_url: str, redis_url: str | None = None, **extra: str) ->
         DM_FRAME_RATE="1000000",
         DM_FRAME_BURST="1000000",
         PYTHONUNBUFFERED="1",
+        # The task queue of this test run's servers and workers: another run's tasks, in
+        # the same Redis, are not theirs.
+        DM_TASK_QUEUE=LIVE_TASK_QUEUE,
     )
     if redis_url:
         env["REDIS_URL"] = redis_url

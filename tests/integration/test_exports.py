@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 import uuid
 import zipfile
@@ -193,10 +194,11 @@ def test_the_management_command_writes_the_same_zip(alice, bob, tmp_path):
 @pytest.mark.live
 def test_the_worker_builds_the_export_asked_for_over_http(asgi_server_factory, worker):
     """The real thing: a server enqueues the build, a ``manage.py dm_worker`` process
-    (another process, the database queue) runs it, the owner downloads it."""
+    (another process; the database queue, or RQ's with REDIS_URL) runs it, the owner
+    downloads it."""
     from tests.support import http_json, signup
 
-    server = asgi_server_factory()
+    server = asgi_server_factory(os.environ.get("REDIS_URL") or None)
     alice, bob = signup(server.http), signup(server.http)
     sent = {"client_id": str(uuid.uuid4()), "message": "keep this"}
     assert (

@@ -24,9 +24,11 @@ REAL_GETADDRINFO = socket.getaddrinfo
 
 
 @pytest.fixture
-def push_settings(settings):
+def push_settings(database_tasks):
     """No delay and no backoff (the worker runs what is due), and DEBUG, under which
-    the stand-in's http://127.0.0.1 endpoint is accepted."""
+    the stand-in's http://127.0.0.1 endpoint is accepted. The database backend, with
+    REDIS_URL too: these tests read its task rows (test_push_live.py runs on RQ)."""
+    settings = database_tasks
     settings.DEBUG = True
     settings.DIRECT_MESSAGES = {
         **settings.DIRECT_MESSAGES,

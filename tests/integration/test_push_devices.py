@@ -17,9 +17,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def mobile(settings, tmp_path, monkeypatch):
+def mobile(database_tasks, tmp_path, monkeypatch):
     """Both platforms configured against the stand-in, no delay and no backoff, and no
-    Web Push (so every request seen is a mobile one)."""
+    Web Push (so every request seen is a mobile one); the tasks in the database, which
+    ``dm_worker --batch`` runs here."""
+    settings = database_tasks
     with MobilePushService(tmp_path) as service:
         for name, value in service.environ().items():
             monkeypatch.setenv(name, value)

@@ -104,3 +104,52 @@ async def test_a_socket_open_on_the_conversation_holds_the_push_back(asgi_server
         (push,) = service.wait_for(1, timeout=30)
         assert browser.decrypt(push.body)["body"] == "after bob left"
         assert len(service.requests) == 1
+
+
+def test_a_worker_killed_mid_push_loses_no_notification_and_sends_it_once(
+    asgi_server_factory, worker_factory
+):
+    """The worker dies (SIGKILL, its work horse with it) while the push service has not
+    answered its push. The next worker to start runs the task again, on the database
+    backend as on RQ, and the push arrives once. Its own queue: a killed RQ worker's
+    scheduler lock outlives it for a minute."""
+    from tests.support import LIVE_TASK_QUEUE
+
+    env = {"DM_PUSH_CLAIM_SECONDS": "1", "DM_TASK_QUEUE": f"{LIVE_TASK_QUEUE}-killed"}
+    server = asgi_server_factory(
+        os.environ.get("REDIS_URL") or None, DM_PUSH_DELAY_SECONDS=DELAY, **env
+    )
+    alice, bob = signup(server.http), signup(server.http)
+    status, key = http_json("GET", f"{server.http}/api/push/vapid-public-key", token=bob["token"])
+    assert status == 200
+    with PushService(key["key"]) as service:
+        browser = service.subscription("bob")
+        assert (
+            post(server.http, "/api/push/subscriptions", browser.to_json(), bob["token"])[0] == 201
+        )
+        service.stalls["bob"] = 1  # the first push is never answered
+        first = worker_factory(**env)
+        to_alice, to_bob = (
+            f"/api/dm/{alice['account']}/messages",
+            f"/api/dm/{bob['account']}/messages",
+        )
+        hi = {"client_id": str(uuid.uuid4()), "message": "hi"}
+        assert post(server.http, to_alice, hi, bob["token"])[0] == 201
+        sent = {"client_id": str(uuid.uuid4()), "message": "do not lose me"}
+        assert post(server.http, to_bob, sent, alice["token"])[0] == 201
+        deadline = time.monotonic() + 30
+        while not service.requests:  # the worker is in the middle of the push
+            assert time.monotonic() < deadline, first.log.read_text()[-2000:]
+            time.sleep(0.05)
+        first.kill()
+        assert service.pushes == [] and "SUCCESSFUL" not in first.log.read_text()
+        time.sleep(1.5)  # PUSH_CLAIM_SECONDS: the task and its push are taken as dead
+
+        second = worker_factory(**env)
+        (push,) = service.wait_for(1, timeout=30)
+        assert browser.decrypt(push.body)["body"] == "do not lose me"
+        second.wait_for_tasks(1)
+        time.sleep(1)  # and nothing more comes
+        assert len(service.pushes) == 1 and len(service.requests) == 2
+        assert "run again" in second.log.read_text()
+        assert "SUCCESSFUL" not in first.log.read_text()  # it did die, work horse and all

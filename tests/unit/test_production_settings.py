@@ -85,6 +85,7 @@ CREDENTIALS = override_settings(
         }
     },
     DIRECT_MESSAGES={"REDIS_URL": REDIS_URL},
+    RQ_QUEUES={"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600}},
     CACHE_LOCATION=f"redis://cache:{PASSWORD}@cache:6379/1",
 )
 
@@ -99,6 +100,7 @@ def test_error_reports_hide_connection_urls_and_any_password_in_a_url():
     assert shown["CHANNEL_LAYERS"]["default"]["CONFIG"]["hosts"] == [
         f"redis://:{substitute}@redis:6379/0"
     ]
+    assert shown["RQ_QUEUES"]["default"]["URL"] == f"redis://:{substitute}@redis:6379/0"
     assert shown["CACHE_LOCATION"] == f"redis://cache:{substitute}@cache:6379/1"
     assert PASSWORD not in repr(shown)
     # Django's own rules still hold, and URLs without a password are left alone.

@@ -117,3 +117,42 @@ def test_demo_users_are_refused_outside_the_embedded_default():
     )
     assert result.returncode != 0
     assert "exist only on the embedded" in result.stderr
+
+
+def _task_settings(**env: str) -> list[str]:
+    code = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "t = s.TASKS['default']; q = getattr(s, 'RQ_QUEUES', {}); "
+        "print(t['BACKEND'], ','.join(t['QUEUES']), 'django_rq' in s.INSTALLED_APPS, "
+        "','.join(f'{n}={c[\"URL\"]}' for n, c in q.items()) or '-', "
+        "s.DIRECT_MESSAGES['TASK_QUEUE'])"
+    )
+    environ = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DM_TASK_QUEUE")}
+    environ.update(DJANGO_SETTINGS_MODULE="instamg.settings", **env)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return out.stdout.split() or [out.stderr]
+
+
+def test_the_task_queue_is_in_the_database_without_redis_and_on_rq_with_it():
+    assert _task_settings() == [
+        "django_tasks_db.DatabaseBackend",
+        "default",
+        "False",
+        "-",
+        "default",
+    ]
+    url = "redis://127.0.0.1:6379/3"
+    assert _task_settings(REDIS_URL=url, DM_TASK_QUEUE="site-a") == [
+        "django_tasks_rq.RQBackend",
+        "default,site-a",
+        "True",
+        f"default={url},site-a={url}",
+        "site-a",
+    ]
