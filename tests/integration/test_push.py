@@ -106,6 +106,23 @@ def test_muted_conversation_makes_no_push(alice, bob, push_service, bob_browser)
     assert push_service.requests == []
 
 
+def test_a_hidden_request_makes_no_push_and_no_badge(
+    alice, bob, make_user, auth_client, push_service, bob_browser
+):
+    from direct_messages import tasks
+
+    body = json.dumps({"hidden_words": ["spam"]})
+    assert auth_client(bob).patch("/api/settings", body, "application/json").status_code == 200
+    hidden = send(alice, bob, "SPAM offer")
+    run_worker()
+    assert push_service.requests == []
+    assert tasks.message_notify.call(hidden.pk) == "hidden"
+    send(make_user("carol", name="Carol"), bob, "an honest hello")  # a request, not hidden
+    run_worker()
+    (push,) = push_service.pushes
+    assert bob_browser.decrypt(push.body)["badge"] == 1  # the hidden one is not counted
+
+
 def test_a_block_either_way_stops_a_pending_push(alice, bob, push_service, bob_browser):
     send(alice, bob, "before the block")
     services.user_block(user=alice, account="bob")  # the sender blocks: still no push
@@ -153,8 +170,8 @@ def test_previews_off_hides_the_text(alice, bob, auth_client, push_service, bob_
     response = auth_client(bob).patch(
         "/api/settings", json.dumps({"previews": False}), "application/json"
     )
-    assert response.status_code == 200 and response.json() == {"previews": False}
-    assert auth_client(bob).get("/api/settings").json() == {"previews": False}
+    assert response.status_code == 200 and response.json()["previews"] is False
+    assert auth_client(bob).get("/api/settings").json()["previews"] is False
     send(bob, alice, "hi")
     send(alice, bob, "private words")
     run_worker()
