@@ -37,7 +37,7 @@ MANAGE_RESPONSES: dict[int, Any] = {204: None, **errors(400, 401, 403, 404, 413)
 class InboxQuery(Schema):
     limit: Limit = 20
     cursor: str | None = Field(None, max_length=200)
-    folder: Literal["primary", "requests"] = "primary"
+    folder: Literal["primary", "requests", "hidden"] = "primary"
 
 
 class HistoryQuery(Schema):
@@ -142,6 +142,14 @@ def unmute(request: HttpRequest, account: str) -> Status:
 @router.post("/dm/{account}/clear", response=MANAGE_RESPONSES)
 def clear(request: HttpRequest, account: str) -> Status:
     services.conversation_clear(user=request.user, account=account)
+    return Status(204, None)
+
+
+@router.post("/dm/{account}/delete", response=MANAGE_RESPONSES)
+def delete(request: HttpRequest, account: str) -> Status:
+    """Delete a message request (hidden or not) for me only; 403 for an accepted
+    conversation, which ``/clear`` is for."""
+    services.conversation_delete(user=request.user, account=account)
     return Status(204, None)
 
 

@@ -42,10 +42,12 @@ class EndpointIn(Schema):
 
 class SettingsIn(Schema):
     previews: bool | None = None
+    hidden_words: list[str] | None = None
 
 
 class SettingsOut(Schema):
     previews: bool
+    hidden_words: list[str]
 
 
 @router.get("/push/vapid-public-key", response={200: VapidKeyOut, **errors(401, 404)})
@@ -92,5 +94,8 @@ def settings_get(request: HttpRequest) -> dict[str, Any]:
     throttle=push_throttle,
 )
 def settings_update(request: HttpRequest, payload: SettingsIn) -> dict[str, Any]:
-    """Change the user's settings: ``previews`` (notifications show message text)."""
-    return services.settings_update(user=request.user, previews=payload.previews)
+    """Change the user's settings: ``previews`` (notifications show message text),
+    ``hidden_words`` (a request holding one goes to the hidden folder)."""
+    return services.settings_update(
+        user=request.user, previews=payload.previews, hidden_words=payload.hidden_words
+    )

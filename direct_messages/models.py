@@ -65,6 +65,9 @@ class RoomMember(models.Model):
     last_activity_at = models.DateTimeField(default=timezone.now)
     # False while everything in the room is at or below cleared_seq (delete-for-me).
     visible = models.BooleanField(default=True)
+    # A request whose text held one of the user's hidden words: in the hidden folder,
+    # announced and notified to nobody. Only ever true with is_request.
+    hidden = models.BooleanField(default=False)
 
     class Meta:
         constraints = [
@@ -80,8 +83,13 @@ class RoomMember(models.Model):
             ),
             models.Index(
                 fields=["user", "-last_activity_at", "-id"],
-                condition=Q(visible=True, is_request=True),
+                condition=Q(visible=True, is_request=True, hidden=False),
                 name="member_inbox_requests_idx",
+            ),
+            models.Index(
+                fields=["user", "-last_activity_at", "-id"],
+                condition=Q(visible=True, is_request=True, hidden=True),
+                name="member_inbox_hidden_idx",
             ),
         ]
 
@@ -357,6 +365,9 @@ class UserSettings(models.Model):
     user = models.OneToOneField(User, primary_key=True, on_delete=models.CASCADE, related_name="+")
     # Notifications show the text of a message (or "Photo", ...); off: the sender only.
     previews = models.BooleanField(default=True)
+    # Words and phrases that send a message request to the hidden folder, as
+    # hidden_words.hidden_words_clean keeps them (the host's HIDDEN_WORDS apply too).
+    hidden_words = models.JSONField(default=list)
 
     class Meta:
         verbose_name_plural = "user settings"

@@ -224,13 +224,16 @@ def notification_wanted(message: DirectMessage) -> bool:
 
 def _quiet_reason(message: DirectMessage, member: RoomMember) -> str | None:
     """Why ``member`` gets no notification of ``message`` now, or None: they read it,
-    they look at the conversation, they muted it, or either blocked the other."""
+    they look at the conversation, they muted it, it is a request hidden by their hidden
+    words, or either blocked the other."""
     if message.unsent_at is not None:
         return "unsent"
     if member.last_read_seq >= message.seq or member.cleared_seq >= message.seq:
         return "read"
     if member.muted:
         return "muted"
+    if member.hidden:
+        return "hidden"
     pair = Q(blocker_id=member.user_id, blocked_id=message.sender_id) | Q(
         blocker_id=message.sender_id, blocked_id=member.user_id
     )
@@ -266,9 +269,8 @@ def notification_payload(message: DirectMessage, member: RoomMember) -> dict[str
         body = "Sent you a message"
     else:
         body = _preview(message)
-    unread = RoomMember.objects.filter(user_id=member.user_id, visible=True).aggregate(
-        total=Sum("unread_count")
-    )["total"]
+    shown = RoomMember.objects.filter(user_id=member.user_id, visible=True, hidden=False)
+    unread = shown.aggregate(total=Sum("unread_count"))["total"]
     return {
         "title": title,
         "body": body,
