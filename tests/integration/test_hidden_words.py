@@ -196,3 +196,36 @@ def test_the_hidden_folder_is_paged_like_the_others(make_user, bob, auth_client,
     assert [c["with"]["account"] for c in page["results"]] == ["spammer2", "spammer1"]
     rest = bob_hides.get(f"/api/inbox?folder=hidden&limit=2&cursor={page['next_cursor']}")
     assert [c["with"]["account"] for c in rest.json()["results"]] == ["spammer0"]
+
+
+async def next_of(ws, kind):
+    while True:
+        frame = await ws.receive_json_from(timeout=5)
+        if frame["type"] == kind:
+            return frame
+
+
+async def test_what_the_sender_does_in_a_hidden_request_is_announced_to_nobody(
+    alice, bob, ws_connect
+):
+    from asgiref.sync import sync_to_async
+
+    from direct_messages import services
+
+    await sync_to_async(services.settings_update)(user=bob, hidden_words=["spam"])
+    inbox = await ws_connect("/ws/inbox/", bob)
+    a = await ws_connect("/ws/dm/bob/", alice)
+    await next_of(a, "room.joined")
+    await a.send_json_to(
+        {"type": "message.send", "client_id": str(uuid.uuid4()), "message": "spam"}
+    )
+    ack = await next_of(a, "message.ack")
+    await a.send_json_to({"type": "message.edit", "id": ack["id"], "message": "spam!"})
+    await next_of(a, "message.updated")
+    await a.send_json_to({"type": "message.unsend", "id": ack["id"]})
+    await next_of(a, "message.updated")
+    assert await inbox.receive_nothing(timeout=0.5)
+    # bob's own read there is his to see, placed in the hidden folder.
+    await sync_to_async(services.room_mark_read)(user=bob, account="alice", seq=ack["seq"])
+    update = await next_of(inbox, "inbox.update")
+    assert update["conversation"]["hidden"] is True and update["conversation"]["request"] is True
