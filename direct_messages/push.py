@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q, Sum
+from django.db.models import Exists, Q, Sum
 from django.urls import reverse
 from django.utils import timezone
 
@@ -213,13 +213,16 @@ def subscription_delete(*, user: Any, endpoint: str) -> None:
 
 
 def notification_wanted(message: DirectMessage) -> bool:
-    """Whether a sent message may notify at all: push configured and a subscription to
-    send to. Checked after commit, so that most sends enqueue nothing."""
+    """Whether a sent message may notify at all: push configured, a subscription to
+    send to, and not a message in a request hidden by the recipient's hidden words
+    (which never notifies, even if they accept the request before the delay is over).
+    Checked after commit, so that most sends enqueue nothing; one query."""
     if not push_enabled():
         return False
     room = message.room
     recipient_id = room.user_hi_id if message.sender_id == room.user_lo_id else room.user_lo_id
-    return PushSubscription.objects.filter(user_id=recipient_id).exists()
+    hidden = RoomMember.objects.filter(room_id=room.pk, user_id=recipient_id, hidden=True)
+    return PushSubscription.objects.filter(~Exists(hidden), user_id=recipient_id).exists()
 
 
 def _quiet_reason(message: DirectMessage, member: RoomMember) -> str | None:

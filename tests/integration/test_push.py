@@ -123,6 +123,20 @@ def test_a_hidden_request_makes_no_push_and_no_badge(
     assert bob_browser.decrypt(push.body)["badge"] == 1  # the hidden one is not counted
 
 
+def test_a_hidden_message_makes_no_push_even_if_accepted_within_the_delay(
+    alice, bob, push_settings, auth_client, push_service, bob_browser
+):
+    push_settings.DIRECT_MESSAGES = {**push_settings.DIRECT_MESSAGES, "HIDDEN_WORDS": ["spam"]}
+    send(alice, bob, "spam offer")
+    services.conversation_accept(user=bob, account="alice")
+    run_worker()
+    assert push_service.requests == [] and PushDelivery.objects.count() == 0
+    send(alice, bob, "spam again, now accepted")  # no longer filtered: notifies
+    run_worker()
+    (push,) = push_service.pushes
+    assert bob_browser.decrypt(push.body)["body"] == "spam again, now accepted"
+
+
 def test_a_block_either_way_stops_a_pending_push(alice, bob, push_service, bob_browser):
     send(alice, bob, "before the block")
     services.user_block(user=alice, account="bob")  # the sender blocks: still no push
