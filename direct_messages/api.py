@@ -40,7 +40,7 @@ MANAGE_RESPONSES: dict[int, Any] = {204: None, **errors(400, 401, 403, 404, 413)
 class InboxQuery(Schema):
     limit: Limit = 20
     cursor: str | None = Field(None, max_length=200)
-    folder: Literal["primary", "requests"] = "primary"
+    folder: Literal["primary", "requests", "hidden"] = "primary"
 
 
 class HistoryQuery(Schema):
@@ -183,6 +183,14 @@ def conversation_settings_update(
     return services.conversation_settings_update(
         user=request.user, account=account, read_receipts=payload.read_receipts
     )
+
+
+@router.post("/dm/{account}/delete", response=MANAGE_RESPONSES)
+def delete(request: HttpRequest, account: str) -> Status:
+    """Delete a message request (hidden or not) for me only; 403 for an accepted
+    conversation, which ``/clear`` is for."""
+    services.conversation_delete(user=request.user, account=account)
+    return Status(204, None)
 
 
 @router.post(

@@ -62,6 +62,7 @@ class SettingsIn(Schema):
     previews: bool | None = None
     # Strict: "false" or 0 is a client's bug, not a choice (400 invalid).
     read_receipts: StrictBool | None = None
+    hidden_words: list[str] | None = None
 
 
 class SettingsOut(Schema):
@@ -70,6 +71,7 @@ class SettingsOut(Schema):
         description="the other side learns where I have read, unless a conversation's "
         "own setting (GET /api/dm/{account}/settings) says otherwise"
     )
+    hidden_words: list[str]
 
 
 @router.get("/push/vapid-public-key", response={200: VapidKeyOut, **errors(401, 404)})
@@ -140,7 +142,11 @@ def settings_get(request: HttpRequest) -> dict[str, Any]:
 )
 def settings_update(request: HttpRequest, payload: SettingsIn) -> dict[str, Any]:
     """Change the user's settings: ``previews`` (notifications show message text),
-    ``read_receipts`` (the other side learns where I have read); null or absent: as is."""
+    ``read_receipts`` (the other side learns where I have read); ``hidden_words`` (a
+    request holding one goes to the hidden folder); null or absent: as is."""
     return services.settings_update(
-        user=request.user, previews=payload.previews, read_receipts=payload.read_receipts
+        user=request.user,
+        previews=payload.previews,
+        read_receipts=payload.read_receipts,
+        hidden_words=payload.hidden_words,
     )

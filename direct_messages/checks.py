@@ -112,6 +112,11 @@ def _value_problem(name: str, value: Any) -> str | None:
         return None
     if isinstance(default, str):
         return None if isinstance(value, str) else "must be a string"
+    if name == "HIDDEN_WORDS":
+        ok = isinstance(value, list | tuple) and all(
+            isinstance(v, str) and v.strip() for v in value
+        )
+        return None if ok else "must be a list of words or phrases (strings, not blank)"
     if isinstance(default, list):
         ok = (
             isinstance(value, list | tuple)

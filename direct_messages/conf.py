@@ -45,6 +45,9 @@ DEFAULTS: dict[str, Any] = {
     "SEND_RATE_WINDOW_SECONDS": 10,  # ... per sliding window, per user
     # On PostgreSQL, store a send in one SQL statement (send_pg) rather than the ORM's.
     "SEND_STATEMENT": True,
+    # Words and phrases that send a message request to its recipient's hidden folder, for
+    # every user, in addition to each user's own list (docs/protocol.md, "Hidden words").
+    "HIDDEN_WORDS": [],
     # --- attachments ---
     "ATTACHMENTS_PER_MESSAGE": 10,
     "FILE_MAX_BYTES": 25 * 1024 * 1024,

@@ -77,6 +77,9 @@ class RoomMember(models.Model):
     # ``read``): True or False for this conversation, None to follow the user's
     # ``UserSettings.read_receipts``. Read through ``selectors.read_receipts_on``.
     read_receipts = models.BooleanField(null=True, blank=True, default=None)
+    # A request whose text held one of the user's hidden words: in the hidden folder,
+    # announced and notified to nobody. Only ever true with is_request.
+    hidden = models.BooleanField(default=False)
 
     class Meta:
         constraints = [
@@ -92,8 +95,13 @@ class RoomMember(models.Model):
             ),
             models.Index(
                 fields=["user", "-last_activity_at", "-id"],
-                condition=Q(visible=True, is_request=True),
+                condition=Q(visible=True, is_request=True, hidden=False),
                 name="member_inbox_requests_idx",
+            ),
+            models.Index(
+                fields=["user", "-last_activity_at", "-id"],
+                condition=Q(visible=True, is_request=True, hidden=True),
+                name="member_inbox_hidden_idx",
             ),
         ]
 
@@ -375,6 +383,9 @@ class UserSettings(models.Model):
     # The other side of each conversation learns where this user has read, unless the
     # conversation says otherwise (``RoomMember.read_receipts``).
     read_receipts = models.BooleanField(default=True)
+    # Words and phrases that send a message request to the hidden folder, as
+    # hidden_words.hidden_words_clean keeps them (the host's HIDDEN_WORDS apply too).
+    hidden_words = models.JSONField(default=list)
 
     class Meta:
         verbose_name_plural = "user settings"

@@ -255,12 +255,19 @@ def device_delete(*, user: Any, platform: str, token: str) -> None:
 
 def notification_wanted(message: DirectMessage) -> bool:
     """Whether a sent message may notify at all: a browser subscription or a mobile
-    device to send to, on a transport configured here. Checked after commit, so that
-    most sends enqueue nothing."""
+    device to send to, on a transport configured here, and not a message in a request
+    hidden by the recipient's hidden words (which never notifies, even if they accept
+    the request before the delay is over). Checked after commit, so that most sends
+    enqueue nothing."""
+    if not any_transport():
+        return False
     room = message.room
     recipient_id = room.user_hi_id if message.sender_id == room.user_lo_id else room.user_lo_id
     # None once that account is erased (issue 21.6: the room keeps a null member).
-    return recipient_id is not None and user_has_targets(recipient_id)
+    if recipient_id is None or not user_has_targets(recipient_id):
+        return False
+    hidden = RoomMember.objects.filter(room_id=room.pk, user_id=recipient_id, hidden=True)
+    return not hidden.exists()
 
 
 def user_has_targets(user_id: int) -> bool:
@@ -280,13 +287,16 @@ def any_transport() -> bool:
 
 def _quiet_reason(message: DirectMessage, member: RoomMember) -> str | None:
     """Why ``member`` gets no notification of ``message`` now, or None: they read it,
-    they look at the conversation, they muted it, or either blocked the other."""
+    they look at the conversation, they muted it, it is a request hidden by their hidden
+    words, or either blocked the other."""
     if message.unsent_at is not None:
         return "unsent"
     if member.last_read_seq >= message.seq or member.cleared_seq >= message.seq:
         return "read"
     if member.muted:
         return "muted"
+    if member.hidden:
+        return "hidden"
     pair = Q(blocker_id=member.user_id, blocked_id=message.sender_id) | Q(
         blocker_id=message.sender_id, blocked_id=member.user_id
     )
@@ -322,9 +332,8 @@ def notification_payload(message: DirectMessage, member: RoomMember) -> dict[str
         body = "Sent you a message"
     else:
         body = _preview(message)
-    unread = RoomMember.objects.filter(user_id=member.user_id, visible=True).aggregate(
-        total=Sum("unread_count")
-    )["total"]
+    shown = RoomMember.objects.filter(user_id=member.user_id, visible=True, hidden=False)
+    unread = shown.aggregate(total=Sum("unread_count"))["total"]
     return {
         "title": title,
         "body": body,

@@ -321,6 +321,7 @@ def conversation_out(
         "last_activity_at": isotime(member.last_activity_at),
         "muted": member.muted,
         "request": member.is_request,
+        "hidden": member.hidden,
     }
 
 
@@ -445,6 +446,7 @@ class ConversationOut(Out):
     last_activity_at: Time
     muted: bool
     request: bool
+    hidden: bool = Field(description="a request that held a hidden word (folder=hidden)")
 
 
 class InboxPage(Out):

@@ -15,6 +15,7 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from direct_messages.adapters import handle_of
+from direct_messages.conf import dm_setting
 from direct_messages.errors import Invalid, NotFound
 from direct_messages.models import (
     DataExport,
@@ -193,12 +194,21 @@ def _decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
     return at, member_id
 
 
+# What puts a member in each inbox folder: exactly the partial indexes' conditions.
+FOLDERS: dict[str, dict[str, bool]] = {
+    "primary": {"is_request": False},
+    "requests": {"is_request": True, "hidden": False},
+    "hidden": {"is_request": True, "hidden": True},
+}
+
+
 def inbox_list(
     *, user: Any, folder: str = "primary", cursor: str | None = None, limit: int = 20
 ) -> Page:
-    """The user's conversations, most recent activity first, keyset-paginated."""
+    """The user's conversations in ``folder`` (``primary``, ``requests`` or ``hidden``:
+    the requests that held a hidden word), most recent activity first, keyset-paginated."""
     limit = clamp_limit(limit, 20)
-    qs = RoomMember.objects.filter(user=user, visible=True, is_request=(folder == "requests"))
+    qs = RoomMember.objects.filter(user=user, visible=True, **FOLDERS[folder])
     if cursor:
         when, pk = _decode_cursor(cursor)
         # The first condition is the index range that skips the earlier pages (as an OR
@@ -344,7 +354,11 @@ def export_for(*, user: Any, export_id: Any, ready: bool = False) -> DataExport:
 def user_settings(user: Any) -> dict[str, Any]:
     """``user``'s settings, every one (defaults where they set none)."""
     row = UserSettings.objects.filter(user_id=user.pk).first() or UserSettings()
-    return {"previews": row.previews, "read_receipts": row.read_receipts}
+    return {
+        "previews": row.previews,
+        "read_receipts": row.read_receipts,
+        "hidden_words": row.hidden_words,
+    }
 
 
 def conversation_settings(*, user: Any, other: Any) -> dict[str, Any]:
@@ -355,3 +369,9 @@ def conversation_settings(*, user: Any, other: Any) -> dict[str, Any]:
     if found is None:
         raise NotFound("no conversation with this account yet")
     return {"read_receipts": found[0]}
+
+
+def hidden_words_for(user_id: int) -> list[str]:
+    """The words that hide a request to ``user_id``: the host's and the user's own."""
+    own = UserSettings.objects.filter(user_id=user_id).values_list("hidden_words", flat=True)
+    return [*dm_setting("HIDDEN_WORDS"), *(own.first() or [])]

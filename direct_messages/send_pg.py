@@ -8,7 +8,8 @@ one place where send rules are written a second time, in SQL: the room's lock, t
 block check, the rate window (:func:`ratelimit.send_window_take`) and the member
 update (:func:`services._members_advance`). The send tests run against both
 (``tests/conftest.py``'s ``send_path``), and ``make bench`` reports what it saves
-(docs/benchmarks.md).
+(docs/benchmarks.md). Hiding a request (hidden words) is not in it: matching is
+Python's, and the rare send that hides a request updates its member afterwards.
 
 The room and both member rows are read under the room's lock, which every writer of a
 room or its members takes first, and the sender's window row after it (only sends lock
@@ -42,7 +43,7 @@ _STATEMENT = """
 WITH locked AS (
     SELECT r.id AS room_id, r.user_lo_id, r.user_hi_id, r.last_seq, r.created_at,
            m.id AS member_id, m.user_id, m.other_id, m.unread_count, m.last_read_seq,
-           m.muted, m.is_request, m.cleared_seq, m.read_receipts,
+           m.muted, m.is_request, m.hidden, m.cleared_seq, m.read_receipts,
            (SELECT s.read_receipts FROM {settings} s WHERE s.user_id = m.user_id)
            AS user_read_receipts,
            NOT EXISTS (SELECT 1 FROM {block} b
@@ -84,6 +85,7 @@ members_update AS (
         last_read_seq = CASE WHEN user_id = %(sender)s THEN msg.seq ELSE last_read_seq END,
         unread_count = CASE WHEN user_id = %(sender)s THEN 0 ELSE unread_count + 1 END,
         is_request = CASE WHEN user_id = %(sender)s THEN false ELSE is_request END,
+        hidden = CASE WHEN user_id = %(sender)s THEN false ELSE hidden END,
         last_activity_at = %(now)s, visible = true
     FROM msg WHERE {member}.room_id = msg.room_id
 )
@@ -147,7 +149,7 @@ def message_store(key: str, message: DirectMessage, other_id: int) -> tuple[Room
         **{name: first[name] for name in ("user_lo_id", "user_hi_id", "last_seq", "created_at")},
     )
     member_fields = ["user_id", "other_id", "unread_count", "last_read_seq", "muted"]
-    member_fields += ["is_request", "cleared_seq", "read_receipts"]
+    member_fields += ["is_request", "hidden", "cleared_seq", "read_receipts"]
     members = []
     for row in rows:
         member = RoomMember(

@@ -31,6 +31,7 @@ from direct_messages import attachments, ratelimit, selectors, send_pg
 from direct_messages.adapters import get_adapter, handle_of
 from direct_messages.conf import dm_setting
 from direct_messages.errors import Forbidden, Invalid, NotFound, RateLimited, Unauthenticated
+from direct_messages.hidden_words import hidden_words_clean, text_matches
 from direct_messages.models import (
     AttachmentKind,
     Block,
@@ -269,11 +270,19 @@ def _message_send(message: DirectMessage, other: Any, attachment_ids: list[int])
                 room_get_or_create(sender, other)
                 room, members = store(key, message, other.pk)
         _room_advance(room, message)
-        had_unread = _members_advance(members, message)
+        hide = _request_hides(members, message)
+        had_unread = _members_advance(members, message, hide=hide)
         if not statement:  # which wrote them already
             room.save(update_fields=["last_seq", "last_message", "last_activity_at"])
             for member in members:
                 member.save(update_fields=MEMBER_SEND_FIELDS)
+        elif hide:
+            # After the statement (outside a transaction, if the send has none): a
+            # reader in between sees the request unhidden, but no event or push of the
+            # message has gone out yet, and they go out knowing it is hidden.
+            RoomMember.objects.filter(user_id=other.pk, room_id=room.pk, is_request=True).update(
+                hidden=True
+            )
         claimed = _attachments_claim(message, attachment_ids)
         if message.view_once is not None and claimed[0].kind == AttachmentKind.AUDIO:
             raise Invalid("view_once: 1 or 2, with one photo or video")
@@ -284,7 +293,7 @@ def _message_send(message: DirectMessage, other: Any, attachment_ids: list[int])
     if had_unread and selectors.read_receipts_on(mine):  # a reply reads what it answers
         events.append((room.key, _seen_event(sender, message.seq, message.created_at)))
     events.append(_inbox_event(mine, message, payload))
-    if not theirs.muted:
+    if not theirs.muted and not theirs.hidden:
         events.append(_inbox_event(theirs, message, payload))
     broadcast_on_commit(events)
     transaction.on_commit(lambda: message_sent.send(sender=DirectMessage, message=message))
@@ -321,20 +330,40 @@ def _room_advance(room: Room, message: DirectMessage) -> None:
     room.last_activity_at = message.created_at
 
 
-MEMBER_SEND_FIELDS = ["last_read_seq", "unread_count", "is_request", "last_activity_at", "visible"]
+MEMBER_SEND_FIELDS = [
+    "last_read_seq",
+    "unread_count",
+    "is_request",
+    "hidden",
+    "last_activity_at",
+    "visible",
+]
 
 
-def _members_advance(members: list[RoomMember], message: DirectMessage) -> bool:
+def _request_hides(members: list[RoomMember], message: DirectMessage) -> bool:
+    """Whether ``message`` sends its recipient's side to the hidden folder: it is a
+    request, not hidden yet, and the text holds one of the recipient's hidden words
+    (their own or the host's). A hidden request stays hidden, whatever comes next,
+    until it is accepted or deleted. Reads the words only for a request."""
+    theirs = next(m for m in members if m.user_id != message.sender_id)
+    if not theirs.is_request or theirs.hidden or not message.message:
+        return False
+    return text_matches(message.message, selectors.hidden_words_for(theirs.user_id))
+
+
+def _members_advance(members: list[RoomMember], message: DirectMessage, *, hide: bool) -> bool:
     """A message moves both members: the sender has read everything and answered a
-    request; the other has one more unread. Returns whether the sender had unread."""
+    request; the other has one more unread (in the hidden folder, if ``hide``).
+    Returns whether the sender had unread."""
     had_unread = False
     for member in members:
         if member.user_id == message.sender_id:
             had_unread = member.unread_count > 0
             member.last_read_seq, member.unread_count = message.seq, 0
-            member.is_request = False
+            member.is_request = member.hidden = False
         else:
             member.unread_count += 1
+            member.hidden = member.hidden or hide
         member.last_activity_at, member.visible = message.created_at, True
     return had_unread
 
@@ -442,7 +471,8 @@ def _message_updated(message: DirectMessage, *, inboxes: bool = False) -> dict[s
 
 
 def _inbox_events_for_room(room: Room) -> list[Event]:
-    members = RoomMember.objects.filter(room=room).select_related("other")
+    # Not to a hidden request: what its sender does there is announced to nobody.
+    members = RoomMember.objects.filter(room=room, hidden=False).select_related("other")
     events = []
     for member in members:
         member.room = room
@@ -605,11 +635,11 @@ def _member_for_update(user: Any, account: str) -> RoomMember:
 
 @transaction.atomic
 def conversation_accept(*, user: Any, account: str) -> None:
-    """A message request becomes a normal conversation."""
+    """A message request (hidden or not) becomes a normal conversation."""
     member = _member_for_update(user, account)
     if member.is_request:
-        member.is_request = False
-        member.save(update_fields=["is_request"])
+        member.is_request = member.hidden = False
+        member.save(update_fields=["is_request", "hidden"])
         broadcast_on_commit([_inbox_event(member, selectors.last_message_for(member))])
 
 
@@ -626,10 +656,27 @@ def conversation_mute(*, user: Any, account: str, muted: bool) -> None:
 def conversation_clear(*, user: Any, account: str) -> None:
     """Delete the conversation for ``user`` only: everything up to now disappears from
     their history, inbox and search; the other side keeps it."""
+    _member_clear(_member_for_update(user, account))
+
+
+@transaction.atomic
+def conversation_delete(*, user: Any, account: str) -> None:
+    """Delete a message request (hidden or not) for ``user`` only, as a clear does; the
+    sender's side is unchanged. It stays a request: the sender's next message brings it
+    back as a new one, filtered on its own words. An accepted conversation is refused
+    (Forbidden): that is what clearing is for."""
     member = _member_for_update(user, account)
+    if not member.is_request:
+        raise Forbidden("only a message request can be deleted; clear a conversation instead")
+    member.hidden = False
+    _member_clear(member, "hidden")
+
+
+def _member_clear(member: RoomMember, *also: str) -> None:
     member.cleared_seq = member.last_read_seq = member.room.last_seq
     member.unread_count, member.visible = 0, False
-    member.save(update_fields=["cleared_seq", "last_read_seq", "unread_count", "visible"])
+    fields = ["cleared_seq", "last_read_seq", "unread_count", "visible", *also]
+    member.save(update_fields=fields)
 
 
 # --- Blocking --------------------------------------------------------------------------
@@ -659,15 +706,21 @@ def user_unblock(*, user: Any, account: str) -> None:
 
 
 def settings_update(
-    *, user: Any, previews: bool | None = None, read_receipts: bool | None = None
+    *,
+    user: Any,
+    previews: bool | None = None,
+    read_receipts: bool | None = None,
+    hidden_words: list[str] | None = None,
 ) -> dict[str, Any]:
     """Change the given settings of ``user`` (None: leave it); returns them all.
 
     Read receipts turned off hide where ``user`` has read from then on: no ``seen``, and
     no read position in the other side's ``room.joined``. Turned on again, the read
     position shows again, and ``seen`` goes out from the next read (none is sent for
-    the change itself)."""
-    changes = {"previews": previews, "read_receipts": read_receipts}
+    the change itself). Hidden words apply to the messages that arrive afterwards."""
+    changes: dict[str, Any] = {"previews": previews, "read_receipts": read_receipts}
+    if hidden_words is not None:
+        changes["hidden_words"] = hidden_words_clean(hidden_words)
     defaults = {name: value for name, value in changes.items() if value is not None}
     if defaults:
         UserSettings.objects.update_or_create(user_id=user.pk, defaults=defaults)

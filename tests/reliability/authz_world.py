@@ -291,7 +291,8 @@ def http_snapshot(world: World) -> dict[str, Any]:
         history = call(world.base, who, "GET", f"/api/dm/{world.account(partner)}/messages")
         inbox = call(world.base, who, "GET", "/api/inbox")
         requests_ = call(world.base, who, "GET", "/api/inbox?folder=requests")
-        seen[who.name] = [json.loads(r.body) for r in (history, inbox, requests_)]
+        hidden = call(world.base, who, "GET", "/api/inbox?folder=hidden")
+        seen[who.name] = [json.loads(r.body) for r in (history, inbox, requests_, hidden)]
     return seen
 
 
@@ -341,7 +342,7 @@ def db_snapshot(world: World) -> dict[str, Any]:
         "members": live_sql(
             world.database_url,
             f"SELECT room_id, user_id, last_read_seq, unread_count, muted, is_request, "
-            f"cleared_seq, visible FROM {table(RoomMember)} WHERE room_id IN ({marks}) "
+            f"cleared_seq, visible, hidden FROM {table(RoomMember)} WHERE room_id IN ({marks}) "
             f"ORDER BY room_id, user_id",
             ids,
         ),

@@ -313,6 +313,12 @@ API_MATRIX: dict[tuple[str, str], list[Case]] = {
             expect(200),
             check=inbox_without_foreign_rooms,
         ),
+        Case(
+            "hidden requests",
+            get("/api/inbox?folder=hidden"),
+            expect(200),
+            check=inbox_without_foreign_rooms,
+        ),
     ],
     ("GET", "/api/dm/{account}/messages"): [
         Case(
@@ -422,6 +428,22 @@ API_MATRIX: dict[tuple[str, str], list[Case]] = {
     ("PATCH", "/api/dm/{account}/settings"): conversation_settings_cases(
         "PATCH", {"read_receipts": None}
     ),
+    ("POST", "/api/dm/{account}/delete"): [
+        *stranger_op("delete"),
+        # Only a request can be deleted: the matrix's conversations are accepted.
+        Case(
+            "delete my accepted conversation",
+            lambda w, p: ("POST", f"/api/dm/{w.partner(p)}/delete", None, {}),
+            expect(403),
+        ),
+        Case(
+            "delete a deactivated account's request",
+            lambda w, p: ("POST", f"/api/dm/{w.account('e')}/delete", None, {}),
+            expect(404),
+            twin=lambda w, p: ("POST", f"/api/dm/{MISSING_ACCOUNT}/delete", None, {}),
+            masked=accounts_typed,
+        ),
+    ],
     ("POST", "/api/dm/{account}/messages"): [
         Case(
             "in my conversation, reply_to the other conversation's message",
@@ -617,7 +639,12 @@ API_MATRIX: dict[tuple[str, str], list[Case]] = {
             "a change of nothing",
             lambda w, p: ("PATCH", "/api/settings", {}, {}),
             expect(200),
-        )
+        ),
+        Case(
+            "hidden words over the limit",
+            lambda w, p: ("PATCH", "/api/settings", {"hidden_words": ["x" * 101]}, {}),
+            expect(400),
+        ),
     ],
 }
 

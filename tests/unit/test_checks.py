@@ -56,6 +56,11 @@ def test_an_unknown_key_is_named_with_the_closest_known_one(settings):
         ("REDIS_URL", None, "must be a string"),
         ("AUTHENTICATORS", [], "must be a non-empty list of dotted paths"),
         ("API_ROUTERS", {"/x": 1}, "must be a dict of URL prefix to dotted path"),
+        ("HIDDEN_WORDS", [], None),
+        ("HIDDEN_WORDS", ["spam", "free money", "🍆"], None),
+        ("HIDDEN_WORDS", "spam", "must be a list of words or phrases"),
+        ("HIDDEN_WORDS", ["spam", " "], "must be a list of words or phrases"),
+        ("HIDDEN_WORDS", [None], "must be a list of words or phrases"),
     ],
 )
 def test_a_value_of_the_wrong_kind_is_an_error(settings, key, value, problem):

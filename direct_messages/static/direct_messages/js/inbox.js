@@ -133,12 +133,14 @@ export class Inbox {
     }
   }
 
-  /** Put a conversation in its folder (a request that was accepted moves to Primary). */
+  /** Put a conversation in its folder (a request that was accepted moves to Primary).
+   * A hidden request (hidden words) is in neither: this client does not list them. */
   place(conversation) {
-    const folder = conversation.request ? "requests" : "primary";
+    const folder = conversation.hidden ? null : conversation.request ? "requests" : "primary";
     for (const f of FOLDERS) {
       if (f !== folder) this.folders[f].items.delete(conversation.room);
     }
+    if (!folder) return;
     const previous = this.folders[folder].items.get(conversation.room);
     if (previous && parseTime(previous.last_activity_at) > parseTime(conversation.last_activity_at)) {
       return; // an older update overtaken by a newer one
