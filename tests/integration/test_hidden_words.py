@@ -46,7 +46,11 @@ def test_settings_carry_hidden_words(bob, auth_client):
     assert client.get("/api/settings").json()["hidden_words"] == ["Spam", "free money"]
     # Another setting leaves the list alone; an empty list clears it.
     assert patch(client, {"previews": False}).json()["hidden_words"] == ["Spam", "free money"]
-    assert patch(client, {"hidden_words": []}).json() == {"previews": False, "hidden_words": []}
+    assert patch(client, {"hidden_words": []}).json() == {
+        "previews": False,
+        "read_receipts": True,
+        "hidden_words": [],
+    }
 
 
 @pytest.mark.parametrize(

@@ -30,13 +30,18 @@ def invalid(response):
 
 def test_settings_carry_read_receipts_on_by_default(bob, auth_client):
     client = auth_client(bob)
-    assert client.get("/api/settings").json() == {"previews": True, "read_receipts": True}
+    assert client.get("/api/settings").json() == {
+        "previews": True,
+        "read_receipts": True,
+        "hidden_words": [],
+    }
     response = patch(client, "/api/settings", {"read_receipts": False})
     assert response.status_code == 200
-    assert response.json() == {"previews": True, "read_receipts": False}
+    assert response.json() == {"previews": True, "read_receipts": False, "hidden_words": []}
     assert patch(client, "/api/settings", {"previews": False}).json() == {
         "previews": False,
         "read_receipts": False,
+        "hidden_words": [],
     }
     assert patch(client, "/api/settings", {"read_receipts": None}).json()["read_receipts"] is False
     assert patch(client, "/api/settings", {"read_receipts": True}).json()["read_receipts"] is True
@@ -140,7 +145,7 @@ def test_the_export_holds_my_settings_and_each_conversations(alice, bob, make_us
     services.settings_update(user=alice, read_receipts=False)
     services.conversation_settings_update(user=alice, account="bob", read_receipts=True)
     data = exports.export_write(alice, io.BytesIO())
-    assert data["settings"] == {"previews": True, "read_receipts": False}
+    assert data["settings"] == {"previews": True, "read_receipts": False, "hidden_words": []}
     by_with = {c["with"]["account"]: c for c in data["conversations"]}
     assert by_with["bob"]["read_receipts"] is True
     assert by_with["carol"]["read_receipts"] is None
