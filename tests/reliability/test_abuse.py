@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidMessage
 
 from tests.support import WsClient, http_json, signup
 
@@ -28,9 +28,21 @@ def figure(name: str, **values: Any) -> None:
     print(f"FIGURE {name} {json.dumps(values)}")
 
 
+# Handshakes the server dropped without an HTTP answer, tried again (see the flood test).
+dropped: list[str] = []
+
+
 async def open_or_close_code(url: str, token: str) -> Any:
     """An open connection past ``room.joined`` / the first answer, or its close code."""
-    conn = await connect(url, additional_headers={"Authorization": f"Bearer {token}"})
+    for attempt in range(3):
+        try:
+            conn = await connect(url, additional_headers={"Authorization": f"Bearer {token}"})
+            break
+        except InvalidMessage:
+            if attempt == 2:
+                raise
+            dropped.append(url)
+            await asyncio.sleep(0.5)
     try:
         await conn.send('{"type": "ping"}')
         while json.loads(await asyncio.wait_for(conn.recv(), 30))["type"] != "pong":
@@ -62,9 +74,14 @@ async def test_one_user_opening_1000_sockets_gets_the_cap_then_4429(asgi_server_
         tried=len(results),
         open=len(opened),
         closed_4429=codes.count(4429),
+        handshakes_dropped_and_retried=len(dropped),
         seconds=round(time.monotonic() - t0, 1),
     )
     assert len(opened) == CAP and codes == [4429] * (len(results) - CAP)
+    # CI has seen a loaded machine's daphne drop a handshake of the flood without an
+    # HTTP answer (not yet explained); a client tries again, and so does this test, a
+    # bounded number of times: more than 1% of the flood is a failure.
+    assert len(dropped) <= 10, dropped
     # another user is unaffected, and a closed socket frees its place
     assert not isinstance(
         await open_or_close_code(urls[0].replace(bob["account"], alice["account"]), bob["token"]),

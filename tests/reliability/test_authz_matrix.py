@@ -680,6 +680,15 @@ PAGE_MATRIX: dict[str, list[Case]] = {
         )
     ],
     "admin:index": [Case("admin", get("/admin/", **HTML), expect(302, anon=302, bad=302))],
+    # The Web Push service worker: the same script for everyone, credentials or none.
+    "service_worker": [
+        Case(
+            "the service worker script",
+            get("/direct/sw.js"),
+            expect(200, anon=200, bad=200),
+            public=True,
+        )
+    ],
 }
 
 
