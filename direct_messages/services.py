@@ -308,8 +308,10 @@ def _message_store(
     the room and its members as they were. Raises ``Room.DoesNotExist`` if the pair has
     no room yet. (:mod:`.send_pg` does this, and the updates after it, in one
     statement.)"""
+    # Not members_with_receipts: its subquery costs a send more to build (0.3 ms) than
+    # the query it saves, which a send needs only when the sender had unread.
     members = list(
-        selectors.members_with_receipts(RoomMember.objects.select_related("room"))
+        RoomMember.objects.select_related("room")
         .select_for_update(of=("room",))
         .filter(room__key=key)
     )
