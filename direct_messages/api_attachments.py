@@ -51,6 +51,7 @@ from direct_messages.attachments import (
     STORED_CONTENT_TYPES,
     LimitedUploadHandler,
     attachment_create,
+    storage_open,
 )
 from direct_messages.conf import dm_setting
 from direct_messages.errors import Invalid, NotFound, TooLarge
@@ -353,11 +354,7 @@ def signed_url(name: str, content_type: str, disposition: str) -> str:
 def _file_response(
     request: HttpRequest, name: str, content_type: str, disposition: str
 ) -> FileResponse:
-    try:
-        handle = default_storage.open(name, "rb")
-    except FileNotFoundError as exc:
-        raise NotFound("no such file") from exc
-    return _handle_response(request, handle, content_type, disposition)
+    return _handle_response(request, storage_open(name), content_type, disposition)
 
 
 def _handle_response(

@@ -88,6 +88,7 @@ from direct_messages.conf import dm_setting
 from direct_messages.errors import (
     ApiError,
     Invalid,
+    NotFound,
     RateLimited,
     TooLarge,
     UnsupportedMediaType,
@@ -980,6 +981,24 @@ def _size(fp: IO[bytes]) -> int:
 
 def _file_store(content: IO[bytes], name: str, content_type: str) -> str:
     return str(default_storage.save(name, TypedFile(content, name, content_type)))
+
+
+def storage_open(name: str, storage: Any = None) -> IO[bytes]:
+    """``name`` opened for reading, its first bytes already fetched, or NotFound.
+
+    S3's files are lazy: opening one asks nothing, and a file deleted after the open
+    (an unsend racing a download) would fail later, inside the response, as a 500.
+    Touching the handle here makes the fetch happen now, where a file gone is a 404; a
+    failure of a file that still exists is an error of the storage, and raises."""
+    storage = storage if storage is not None else default_storage
+    try:
+        handle: IO[bytes] = storage.open(name, "rb")
+        handle.seek(0)
+    except Exception as exc:
+        if isinstance(exc, FileNotFoundError) or not storage.exists(name):
+            raise NotFound("no such file") from exc
+        raise
+    return handle
 
 
 def storage_names_delete(names: Iterable[str]) -> int:

@@ -577,10 +577,8 @@ def view_once_open(*, user: Any, attachment: DirectMessageAttachFiles) -> IO[byt
         if not counted:
             raise NotFound("this view-once file has been opened")
         message.refresh_from_db(fields=["views"])
-        try:
-            handle: IO[bytes] = attachment.file.storage.open(attachment.file.name, "rb")
-        except FileNotFoundError as exc:
-            raise NotFound("no such file") from exc
+        # Fetched under the message's lock: an unsend waits for it (a file on S3).
+        handle = attachments.storage_open(attachment.file.name, attachment.file.storage)
         if message.opened:
             with handle:
                 copy = tempfile.SpooledTemporaryFile(max_size=1024 * 1024)  # noqa: SIM115 (streamed, then closed by the response)

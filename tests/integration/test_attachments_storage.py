@@ -409,6 +409,27 @@ def test_two_openings_at_once_of_a_view_once_photo_give_one_file(alice, bob, aut
     assert DirectMessage.objects.get(client_id__isnull=False, view_once=1).views == 1
 
 
+def test_a_file_opened_for_a_response_survives_its_deletion(backend):
+    """What the racing test below depends on, without the race: an unsend deletes the
+    file after a download has opened it. S3 opens lazily, so the open itself must fetch
+    (else the response fails as a 500 when it first reads, as CI once saw); a file
+    already gone is a 404."""
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    from direct_messages.attachments import storage_open
+    from direct_messages.errors import NotFound
+
+    name = default_storage.save("race/a.bin", ContentFile(b"x" * 70_000))
+    handle = storage_open(name)
+    default_storage.delete(name)
+    assert backend.names() == set()
+    with handle:
+        assert handle.read() == b"x" * 70_000
+    with pytest.raises(NotFound):
+        storage_open(name)
+
+
 def test_an_opening_racing_the_senders_unsend_leaves_nothing(alice, bob, auth_client, backend):
     """The recipient opens a view-once photo while its sender unsends it: whichever
     wins, the answer is the file or a 404, never an error, and storage ends empty."""
