@@ -530,3 +530,22 @@ def test_a_name_server_that_never_answers_costs_a_subscription_request_little(
     assert time.monotonic() - started < 1.0
     assert response.status_code == 400
     assert response.json()["error"]["detail"] == "endpoint: the host does not resolve in time"
+
+
+def test_a_deferred_notification_is_due_on_a_whole_second_after_its_delay(push_settings):
+    """RQ's scheduler keeps whole seconds and drops the fraction: a task due at
+    12:00:01.7 would run at 12:00:01, before its delay is over (CI once saw a push 1.5 s
+    into a 2 s delay). The app rounds the time up, on every backend."""
+    import datetime as dt
+
+    from django.utils import timezone
+    from django_tasks_db.models import DBTaskResult
+
+    from direct_messages import tasks
+
+    before = timezone.now()
+    tasks.notify_enqueue(1, delay=1.25)
+    run_after = DBTaskResult.objects.get().run_after
+    assert run_after.microsecond == 0
+    assert before + dt.timedelta(seconds=1.25) <= run_after
+    assert run_after < before + dt.timedelta(seconds=2.25)
