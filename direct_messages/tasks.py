@@ -41,8 +41,9 @@ def notify_enqueue(message_id: int, *, delay: float, attempt: int = 1) -> None:
     if task_backends[dm_setting("PUSH_TASK_BACKEND")].supports_defer:
         run_after = timezone.now() + dt.timedelta(seconds=delay)
         # Up to the next whole second: RQ's scheduler keeps whole seconds, dropping the
-        # fraction, and would run the task up to a second before its delay is over.
-        if run_after.microsecond:
+        # fraction, and would run the task up to a second before its delay is over. (No
+        # delay: due now, which dropping the fraction cannot make early.)
+        if delay > 0 and run_after.microsecond:
             run_after += dt.timedelta(microseconds=1_000_000 - run_after.microsecond)
         options["run_after"] = run_after
     _on_queue(message_notify, **options).enqueue(message_id, attempt)
