@@ -55,7 +55,7 @@ def check_channel_layers(app_configs: Any, **kwargs: Any) -> list[Error]:
             "CHANNEL_LAYERS has no 'default' layer: sockets would connect and no message "
             "would be delivered live.",
             hint='Set CHANNEL_LAYERS = {"default": {"BACKEND": '
-            '"channels.layers.InMemoryChannelLayer"}} for one process, or '
+            '"direct_messages.local_layer.LocalChannelLayer"} for one process, or '
             'channels_redis.core.RedisChannelLayer with {"CONFIG": {"hosts": [REDIS_URL]}} '
             "for several (docs/install.md).",
             id="direct_messages.E001",

@@ -191,7 +191,7 @@ if REDIS_URL:
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "direct_messages.local_layer.LocalChannelLayer"}}
 
 # --- Task queue ---------------------------------------------------------------------
 # Notifications, exports and erasures run in a worker (`python manage.py dm_worker`, which

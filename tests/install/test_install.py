@@ -308,7 +308,7 @@ SETTINGS_WIRING = [
     # one, and daphne's system check (daphne.E001) refuses `INSTALLED_APPS += ["daphne",
     # ...]`, which would fail `check` and `migrate` even for a host that runs `daphne`.
     'INSTALLED_APPS = ["daphne", *INSTALLED_APPS, "channels", "direct_messages"]',
-    'CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}',
+    'CHANNEL_LAYERS = {"default": {"BACKEND": "direct_messages.local_layer.LocalChannelLayer"}}  # one process',
     'ASGI_APPLICATION = "host.asgi.application"',
 ]
 SETTINGS_WIRING_CUSTOM = ['DIRECT_MESSAGES = {"USER_ADAPTER": "accounts.adapters.HandleAdapter"}']

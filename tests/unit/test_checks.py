@@ -27,7 +27,7 @@ def test_a_missing_default_channel_layer_is_an_error(settings, layers):
         settings.CHANNEL_LAYERS = layers
     [error] = checks.check_channel_layers(None)
     assert error.id == "direct_messages.E001"
-    assert "CHANNEL_LAYERS" in error.msg and "InMemoryChannelLayer" in error.hint
+    assert "CHANNEL_LAYERS" in error.msg and "LocalChannelLayer" in error.hint
 
 
 def test_direct_messages_must_be_a_dict(settings):

@@ -70,7 +70,7 @@ def test_embedded_default_is_sqlite_wal_and_in_memory_layer():
         "django.db.backends.sqlite3",
         "True",
         "20",
-        "channels.layers.InMemoryChannelLayer",
+        "direct_messages.local_layer.LocalChannelLayer",
     ], out.stderr
 
 
