@@ -1,82 +1,257 @@
-"""Redis pub/sub channel layer with a bounded queue per socket.
+"""Redis pub/sub channel layer with a bounded queue per socket: the production default.
 
-``channels_redis.pubsub.RedisPubSubChannelLayer`` needs a third of the Redis commands of
-``RedisChannelLayer`` per message and sustains more messages a second (bench/RESULTS.md),
-but it queues events for each consumer in an unbounded ``asyncio.Queue``: a client that
-stops reading (the server then stops sending to it, as uvicorn does) makes the server
-hold everything sent to it. This layer keeps at most ``capacity`` events per consumer
-and drops the oldest past that, as ``RedisChannelLayer``'s capacity does. Nothing is
-lost for good: the consumer refills a gap in ``seq`` from the database.
+Redis carries each group's events between processes by PUBLISH and SUBSCRIBE, a third
+of the Redis commands of channels-redis' ``RedisChannelLayer`` per message
+(bench/RESULTS.md). In each process the events wait for their sockets in
+:class:`~direct_messages.local_layer.LocalChannelLayer`'s mailboxes: at most
+``capacity`` per socket, the oldest dropped past that, so a client that stops reading
+makes the server hold no more than that, and its socket refills the gap in ``seq``
+from the database. ``group_send_many`` publishes a send's events in one round trip.
+
+This replaced a subclass of channels-redis' ``RedisPubSubChannelLayer``, which queues
+each socket's events without bound and publishes one event per round trip under a lock
+per connection, with no public way to change either: bounding its queues and batching
+its publishes took six of its private names. This layer uses redis-py's public asyncio
+API only, and one Redis (several hosts would be one more hash, and no deployment here
+needs it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
+import uuid
 from typing import Any
 
-from channels_redis.pubsub import RedisPubSubChannelLayer
+import msgpack
+from channels.layers import BaseChannelLayer
+from django.core.exceptions import ImproperlyConfigured
+from redis import asyncio as aioredis
+
+from direct_messages.local_layer import LocalChannelLayer
+
+logger = logging.getLogger(__name__)
 
 
-class DropOldestQueue(asyncio.Queue[Any]):
-    def put_nowait(self, item: Any) -> None:
-        if self.full():
-            self.get_nowait()
-        super().put_nowait(item)
+def _pack(message: dict[str, Any]) -> bytes:
+    assert isinstance(message, dict), "message is not a dict"
+    return msgpack.packb(message, use_bin_type=True)  # type: ignore[no-any-return]
 
 
-class _BoundedQueues(dict[str, Any]):
-    """The loop layer's channel -> queue map, with every new queue bounded."""
+def _redis_url(hosts: Any) -> str:
+    """channels-redis' ``hosts`` setting, for one Redis: a URL, or a dict with one as
+    its ``address``."""
+    hosts = hosts or ["redis://127.0.0.1:6379"]
+    if len(hosts) != 1:
+        raise ImproperlyConfigured("BoundedPubSubChannelLayer: one Redis in 'hosts'")
+    host = hosts[0]
+    address = host.get("address") if isinstance(host, dict) else host
+    if not isinstance(address, str):
+        raise ImproperlyConfigured("BoundedPubSubChannelLayer: 'hosts' takes a redis:// URL")
+    return address
 
-    def __init__(self, capacity: int) -> None:
-        super().__init__()
-        self.capacity = capacity
 
-    def __setitem__(self, channel: str, queue: Any) -> None:
-        if type(queue) is asyncio.Queue:
-            queue = DropOldestQueue(maxsize=self.capacity)
-        super().__setitem__(channel, queue)
+class _LoopLayer(LocalChannelLayer):
+    """One event loop's share of the layer (redis-py's asyncio connections belong to
+    one loop): the mailboxes and groups of the sockets on it, a Redis client, and the
+    task that reads their subscriptions into the mailboxes."""
 
+    def __init__(self, url: str, prefix: str, **local: Any) -> None:
+        super().__init__(**local)
+        self.prefix = prefix
+        self.group_prefix = f"{prefix}__group__"
+        self.redis = aioredis.Redis.from_url(url)
+        self.pubsub = self.redis.pubsub()
+        self.subscribed: set[str] = set()
+        self.subscribing = asyncio.Lock()
+        self.reader: asyncio.Task[None] | None = None
+        self.unsubscribing: set[asyncio.Task[None]] = set()
+        self.failing = False
 
-class BoundedPubSubChannelLayer(RedisPubSubChannelLayer):
-    def __init__(self, *args: Any, capacity: int = 100, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.capacity = capacity
+    def _unpack(self, event: Any) -> dict[str, Any]:
+        return msgpack.unpackb(event, raw=False)  # type: ignore[no-any-return]
+
+    # --- the layer API, for this loop --------------------------------------------------
+
+    async def new_channel(self, prefix: str = "specific.") -> str:
+        channel = f"{self.prefix}{prefix}{uuid.uuid4().hex}"
+        await self._subscribe(channel)
+        return channel
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        self.require_valid_channel_name(channel)
+        await self.redis.publish(channel, _pack(message))
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        try:
+            return await super().receive(channel)
+        except asyncio.CancelledError:
+            # Channels cancels a consumer's receive when its socket goes: stop listening
+            # for the channel (in the background: the cancellation does not wait on Redis).
+            if channel not in self.mailboxes:
+                task = asyncio.ensure_future(self._unsubscribe(channel))
+                self.unsubscribing.add(task)  # held until done, or it may be collected
+                task.add_done_callback(self.unsubscribing.discard)
+            raise
+
+    async def group_add(self, group: str, channel: str) -> None:
+        await super().group_add(group, channel)
+        await self._subscribe(self.group_prefix + group)
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        await super().group_discard(group, channel)
+        if group not in self.groups:
+            await self._unsubscribe(self.group_prefix + group)
+
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        self.require_valid_group_name(group)
+        await self.redis.publish(self.group_prefix + group, _pack(message))
 
     async def group_send_many(self, events: list[tuple[str, dict[str, Any]]]) -> None:
-        """``group_send`` each (group, event), in order, in one round trip per Redis shard.
-
-        channels-redis publishes one event per round trip, each under its shard's lock,
-        so a send's three or four events queued every other publish of the process
-        behind them. It has no public batch, so this reaches into its shard internals
-        (``_get_group_channel_name``, ``_get_shard``, a shard's ``_lock`` and
-        ``_redis``): the one place in the product that uses another library's private
-        names. Worth it, measured on 2026-12-04 (scaled uvicorn + pub/sub, 2 processes,
-        `python -m bench --only scaled --servers uvicorn --layers pubsub --rates 400
-        --seconds 10 --no-write`, with and without this method, twice each): at 400/s,
-        delivery p99 30 / 329 ms with it and 619 / 1,314 ms without, server CPU 2.3 /
-        2.8 ms a message against 2.6 / 3.0; at 500/s p99 0.37 / 0.44 s against 1.5 /
-        3.8 s. tests/integration/test_layers.py fails, by name, on a channels-redis that
-        moves them (the lock tests 4.3; the range admits other 4.x).
-        """
-        layer = self._get_layer()
-        batches: dict[Any, list[tuple[str, bytes]]] = {}
+        pipe = self.redis.pipeline(transaction=False)
         for group, event in events:
-            channel = layer._get_group_channel_name(group)
-            batch = batches.setdefault(layer._get_shard(channel), [])
-            batch.append((channel, self.serialize(event)))
-        for shard, batch in batches.items():
-            async with shard._lock:
-                shard._ensure_redis()
-                pipe = shard._redis.pipeline(transaction=False)
-                for channel, data in batch:
-                    pipe.publish(channel, data)
-                await pipe.execute()
+            self.require_valid_group_name(group)
+            pipe.publish(self.group_prefix + group, _pack(event))
+        await pipe.execute()
 
-    def _get_layer(self) -> Any:
-        """channels-redis' per-loop layer, its queues bounded (same internals, same test)."""
-        layer = super()._get_layer()
-        if not isinstance(layer.channels, _BoundedQueues):
-            bounded = _BoundedQueues(self.capacity)
-            bounded.update(layer.channels)
-            layer.channels = bounded
+    async def flush(self) -> None:
+        if self.reader is not None:
+            self.reader.cancel()
+            await asyncio.gather(self.reader, return_exceptions=True)
+            self.reader = None
+        await self.pubsub.aclose()
+        await self.redis.aclose()
+        self.subscribed.clear()
+        await super().flush()
+
+    # --- subscriptions -----------------------------------------------------------------
+
+    async def _subscribe(self, name: str) -> None:
+        async with self.subscribing:
+            if name not in self.subscribed:
+                await self.pubsub.subscribe(name)
+                self.subscribed.add(name)
+        if self.reader is None:
+            self.reader = asyncio.ensure_future(self._read())
+
+    async def _unsubscribe(self, name: str) -> None:
+        async with self.subscribing:
+            if name in self.subscribed:
+                self.subscribed.discard(name)
+                try:
+                    await self.pubsub.unsubscribe(name)
+                except Exception as exc:  # Redis away: it forgot the subscription anyway
+                    logger.info("unsubscribe %s failed: %r", name, exc)
+
+    async def _read(self) -> None:
+        """Deliver what the subscriptions receive, for the life of the loop. When Redis
+        goes away, redis-py reconnects on the next read and subscribes again to every
+        channel it had; until then this retries once a second (logged once)."""
+        while True:
+            try:
+                message = await self.pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=None
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not self.failing:
+                    logger.warning("channel layer subscription lost, retrying: %r", exc)
+                self.failing = True
+                await asyncio.sleep(1.0)
+                continue
+            if self.failing:
+                logger.warning("channel layer subscription back")
+                self.failing = False
+            if message is not None:
+                self._dispatch(message["channel"].decode(), message["data"])
+
+    def _dispatch(self, name: str, data: bytes) -> None:
+        if name.startswith(self.group_prefix):
+            self._deliver(name[len(self.group_prefix) :], lambda: data)
+            return
+        mailbox = self._mailbox(name)  # a channel of this loop (new_channel subscribed it)
+        if mailbox is not None:
+            mailbox.put(time.time() + self.expiry, data)
+
+
+class BoundedPubSubChannelLayer(BaseChannelLayer):  # type: ignore[misc]  # channels is untyped
+    """The layer Django Channels is given: each call goes to the calling loop's share."""
+
+    extensions = ["groups", "flush"]
+
+    def __init__(
+        self,
+        hosts: Any = None,
+        prefix: str = "asgi",
+        capacity: int = 100,
+        expiry: int = 60,
+        group_expiry: int = 86400,
+        channel_capacity: Any = None,
+    ) -> None:
+        super().__init__(expiry=expiry, capacity=capacity, channel_capacity=channel_capacity)
+        self.url = _redis_url(hosts)
+        self.prefix = prefix
+        self.local = {
+            "expiry": expiry,
+            "group_expiry": group_expiry,
+            "capacity": capacity,
+            "channel_capacity": channel_capacity,
+        }
+        self.loops: dict[asyncio.AbstractEventLoop, _LoopLayer] = {}
+
+    def _layer(self) -> _LoopLayer:
+        loop = asyncio.get_running_loop()
+        layer = self.loops.get(loop)
+        if layer is None:
+            for closed in [other for other in self.loops if other.is_closed()]:
+                del self.loops[closed]
+            layer = self.loops[loop] = _LoopLayer(self.url, self.prefix, **self.local)
         return layer
+
+    async def _done_with(self, layer: _LoopLayer) -> None:
+        """A loop that only published (a thread's ``async_to_sync``, which closes its
+        loop after) keeps no connection open."""
+        if not layer.subscribed and not layer.mailboxes and not layer.groups:
+            self.loops.pop(asyncio.get_running_loop(), None)
+            await layer.redis.aclose()
+
+    async def new_channel(self, prefix: str = "specific.") -> str:
+        return await self._layer().new_channel(prefix)
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        layer = self._layer()
+        try:
+            await layer.send(channel, message)
+        finally:
+            await self._done_with(layer)
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        return await self._layer().receive(channel)
+
+    async def group_add(self, group: str, channel: str) -> None:
+        await self._layer().group_add(group, channel)
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        await self._layer().group_discard(group, channel)
+
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        layer = self._layer()
+        try:
+            await layer.group_send(group, message)
+        finally:
+            await self._done_with(layer)
+
+    async def group_send_many(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        """``group_send`` each (group, event), in order, in one round trip to Redis."""
+        layer = self._layer()
+        try:
+            await layer.group_send_many(events)
+        finally:
+            await self._done_with(layer)
+
+    async def flush(self) -> None:
+        layer = self.loops.pop(asyncio.get_running_loop(), None)
+        if layer is not None:
+            await layer.flush()

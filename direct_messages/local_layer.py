@@ -30,6 +30,7 @@ import random
 import string
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -103,7 +104,7 @@ class LocalChannelLayer(BaseChannelLayer):  # type: ignore[misc]  # channels is 
                 while mailbox.events:
                     expires, event = mailbox.events.popleft()
                     if expires >= time.time():
-                        return event if isinstance(event, dict) else orjson.loads(event)
+                        return self._unpack(event)
                 waiter = asyncio.get_running_loop().create_future()
                 mailbox.waiters.append((asyncio.get_running_loop(), waiter))
                 await waiter
@@ -121,10 +122,14 @@ class LocalChannelLayer(BaseChannelLayer):  # type: ignore[misc]  # channels is 
             return self.mailboxes.setdefault(channel, _Mailbox(self.get_capacity(channel)))
         if mailbox.events and mailbox.events[0][0] < time.time() and not mailbox.waiters:
             self.mailboxes.pop(channel, None)
-            for group in self.memberships.pop(channel, ()):
-                self.groups.get(group, {}).pop(channel, None)
+            for group in list(self.memberships.get(channel, ())):
+                self._leave(group, channel)
             return None
         return mailbox
+
+    def _unpack(self, event: Any) -> dict[str, Any]:
+        """A receiver's own copy of a queued event (JSON, or already a deep copy)."""
+        return event if isinstance(event, dict) else orjson.loads(event)
 
     # --- groups ----------------------------------------------------------------------
 
@@ -137,6 +142,9 @@ class LocalChannelLayer(BaseChannelLayer):  # type: ignore[misc]  # channels is 
     async def group_discard(self, group: str, channel: str) -> None:
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
+        self._leave(group, channel)
+
+    def _leave(self, group: str, channel: str) -> None:
         members = self.groups.get(group)
         if members is not None:
             members.pop(channel, None)
@@ -151,22 +159,29 @@ class LocalChannelLayer(BaseChannelLayer):  # type: ignore[misc]  # channels is 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         assert isinstance(message, dict), "message is not a dict"
         self.require_valid_group_name(group)
+        if not self.groups.get(group):
+            return
+        try:
+            packed = orjson.dumps(message)  # each receiver gets its own copy from this
+        except TypeError:  # bytes, or keys that are not strings: a deep copy each
+            self._deliver(group, lambda: copy.deepcopy(message))
+        else:
+            self._deliver(group, lambda: packed)
+
+    def _deliver(self, group: str, event: Callable[[], Any]) -> None:
+        """Queue ``event()`` for each of ``group``'s members in this process."""
         members = self.groups.get(group)
         if not members:
             return
         now = time.time()
         stale = now - self.group_expiry
-        try:
-            packed: Any = orjson.dumps(message)  # each receiver gets its own copy from this
-        except TypeError:  # bytes, or keys that are not strings: a deep copy each
-            packed = None
         for channel, joined in list(members.items()):
             if joined < stale:
-                await self.group_discard(group, channel)
+                self._leave(group, channel)
                 continue
             mailbox = self._mailbox(channel)
             if mailbox is not None:
-                mailbox.put(now + self.expiry, packed or copy.deepcopy(message))
+                mailbox.put(now + self.expiry, event())
 
     async def flush(self) -> None:
         self.mailboxes.clear()
