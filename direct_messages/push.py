@@ -482,7 +482,12 @@ def guarded_session() -> tuple[Any, list[str]]:
     :func:`endpoint_check` resolves the name, and then the connection resolves it again:
     a name whose answers alternate (DNS rebinding with a zero TTL) could pass the one and
     reach a private address with the other. Here the second is checked too. The session
-    ignores proxy variables, so that the address checked is the push service's."""
+    ignores proxy variables, so that the address checked is the push service's.
+
+    The check overrides urllib3's ``_new_conn``, a private step: it is the one place
+    between the TCP connect and the TLS handshake, so that a refused address receives
+    not even a ClientHello (the public ``connect()`` returns after the handshake).
+    tests/integration/test_push.py's rebinding test fails if an upgrade moves it."""
     import requests
     from requests.adapters import HTTPAdapter
     from urllib3.connection import HTTPConnection, HTTPSConnection
