@@ -52,9 +52,18 @@ class _Mailbox:
         while self.waiters:
             loop, waiter = self.waiters.popleft()
             if not waiter.done():
-                # A sender may be another thread's loop (async_to_sync in a view).
-                loop.call_soon_threadsafe(_wake, waiter)
+                if loop is _running_loop():
+                    waiter.set_result(None)
+                else:  # another thread's loop (async_to_sync in a view): wake it safely
+                    loop.call_soon_threadsafe(_wake, waiter)
                 return
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
