@@ -371,7 +371,10 @@ def conversation_settings(*, user: Any, other: Any) -> dict[str, Any]:
     return {"read_receipts": found[0]}
 
 
-def hidden_words_for(user_id: int) -> list[str]:
-    """The words that hide a request to ``user_id``: the host's and the user's own."""
-    own = UserSettings.objects.filter(user_id=user_id).values_list("hidden_words", flat=True)
-    return [*dm_setting("HIDDEN_WORDS"), *(own.first() or [])]
+def hidden_words_for(user_id: int, own: list[str] | None = None) -> list[str]:
+    """The words that hide a request to ``user_id``: the host's and the user's own
+    (``own``, when the caller has read them already)."""
+    if own is None:
+        query = UserSettings.objects.filter(user_id=user_id).values_list("hidden_words", flat=True)
+        own = query.first() or []
+    return [*dm_setting("HIDDEN_WORDS"), *own]

@@ -9,7 +9,8 @@ block check, the rate window (:func:`ratelimit.send_window_take`) and the member
 update (:func:`services._members_advance`). The send tests run against both
 (``tests/conftest.py``'s ``send_path``), and ``make bench`` reports what it saves
 (docs/benchmarks.md). Hiding a request (hidden words) is not in it: matching is
-Python's, and the rare send that hides a request updates its member afterwards.
+Python's (the statement returns the recipient's own words for it, saving a request's
+send a round trip), and the rare send that hides a request updates its member afterwards.
 
 The room and both member rows are read under the room's lock, which every writer of a
 room or its members takes first, and the sender's window row after it (only sends lock
@@ -24,6 +25,7 @@ who has none), and the message is inserted only if the window took it.
 from __future__ import annotations
 
 import functools
+import json
 
 from django.db import connection
 
@@ -46,6 +48,8 @@ WITH locked AS (
            m.muted, m.is_request, m.hidden, m.cleared_seq, m.read_receipts,
            (SELECT s.read_receipts FROM {settings} s WHERE s.user_id = m.user_id)
            AS user_read_receipts,
+           (SELECT s.hidden_words FROM {settings} s WHERE s.user_id = m.user_id)
+           AS user_hidden_words,
            NOT EXISTS (SELECT 1 FROM {block} b
                        WHERE (b.blocker_id = %(sender)s AND b.blocked_id = %(other)s)
                           OR (b.blocker_id = %(other)s AND b.blocked_id = %(sender)s))
@@ -157,6 +161,10 @@ def message_store(key: str, message: DirectMessage, other_id: int) -> tuple[Room
         )
         # As selectors.members_with_receipts would annotate it, for read_receipts_on.
         member.user_read_receipts = row["user_read_receipts"]  # type: ignore[attr-defined]
+        # What selectors.hidden_words_for reads, for services._request_hides (no row: none).
+        words = row["user_hidden_words"]  # jsonb, which Django's connections read as text
+        words = json.loads(words) if isinstance(words, str) else words
+        member.user_hidden_words = words or []  # type: ignore[attr-defined]
         members.append(member)
     message.id, message.seq, message.room = first["id"], first["seq"], room
     # Stored, as save() would mark it (Model._state is public: Django's "Model instance

@@ -350,7 +350,8 @@ def _request_hides(members: list[RoomMember], message: DirectMessage) -> bool:
     theirs = next(m for m in members if m.user_id != message.sender_id)
     if not theirs.is_request or theirs.hidden or not message.message:
         return False
-    return text_matches(message.message, selectors.hidden_words_for(theirs.user_id))
+    own = getattr(theirs, "user_hidden_words", None)  # send_pg's statement read them
+    return text_matches(message.message, selectors.hidden_words_for(theirs.user_id, own))
 
 
 def _members_advance(members: list[RoomMember], message: DirectMessage, *, hide: bool) -> bool:
