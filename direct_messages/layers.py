@@ -19,9 +19,11 @@ needs it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgpack
@@ -67,6 +69,7 @@ class _LoopLayer(LocalChannelLayer):
         self.subscribing = asyncio.Lock()
         self.reader: asyncio.Task[None] | None = None
         self.unsubscribing: set[asyncio.Task[None]] = set()
+        self.in_flight = 0  # calls on it now (BoundedPubSubChannelLayer._using)
         self.failing = False
 
     def _unpack(self, event: Any) -> dict[str, Any]:
@@ -210,46 +213,49 @@ class BoundedPubSubChannelLayer(BaseChannelLayer):  # type: ignore[misc]  # chan
             layer = self.loops[loop] = _LoopLayer(self.url, self.prefix, **self.local)
         return layer
 
-    async def _done_with(self, layer: _LoopLayer) -> None:
-        """A loop that only published (a thread's ``async_to_sync``, which closes its
-        loop after) keeps no connection open."""
-        if not layer.subscribed and not layer.mailboxes and not layer.groups:
-            self.loops.pop(asyncio.get_running_loop(), None)
-            await layer.redis.aclose()
+    @contextlib.asynccontextmanager
+    async def _using(self) -> AsyncIterator[_LoopLayer]:
+        """The calling loop's share, for one call. A loop that only publishes (a
+        thread's ``async_to_sync``, whose loop is closed after) keeps no connection:
+        the last call on it that leaves nothing subscribed or queued closes it."""
+        layer = self._layer()
+        layer.in_flight += 1
+        try:
+            yield layer
+        finally:
+            layer.in_flight -= 1
+            if not (layer.in_flight or layer.subscribed or layer.mailboxes or layer.groups):
+                if self.loops.get(asyncio.get_running_loop()) is layer:
+                    del self.loops[asyncio.get_running_loop()]
+                await layer.flush()
 
     async def new_channel(self, prefix: str = "specific.") -> str:
-        return await self._layer().new_channel(prefix)
+        async with self._using() as layer:
+            return await layer.new_channel(prefix)
 
     async def send(self, channel: str, message: dict[str, Any]) -> None:
-        layer = self._layer()
-        try:
+        async with self._using() as layer:
             await layer.send(channel, message)
-        finally:
-            await self._done_with(layer)
 
     async def receive(self, channel: str) -> dict[str, Any]:
         return await self._layer().receive(channel)
 
     async def group_add(self, group: str, channel: str) -> None:
-        await self._layer().group_add(group, channel)
+        async with self._using() as layer:
+            await layer.group_add(group, channel)
 
     async def group_discard(self, group: str, channel: str) -> None:
-        await self._layer().group_discard(group, channel)
+        async with self._using() as layer:
+            await layer.group_discard(group, channel)
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
-        layer = self._layer()
-        try:
+        async with self._using() as layer:
             await layer.group_send(group, message)
-        finally:
-            await self._done_with(layer)
 
     async def group_send_many(self, events: list[tuple[str, dict[str, Any]]]) -> None:
         """``group_send`` each (group, event), in order, in one round trip to Redis."""
-        layer = self._layer()
-        try:
+        async with self._using() as layer:
             await layer.group_send_many(events)
-        finally:
-            await self._done_with(layer)
 
     async def flush(self) -> None:
         layer = self.loops.pop(asyncio.get_running_loop(), None)

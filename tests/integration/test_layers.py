@@ -115,6 +115,21 @@ def test_a_publish_from_a_thread_of_its_own_keeps_no_connection(redis_url, prefi
     assert all(loop.is_closed() for loop in layer.loops) and len(layer.loops) == 0
 
 
+async def test_publishes_at_once_from_a_loop_without_sockets_all_go_out(redis_url, prefix):
+    """A process with no socket (HTTP only) publishes from its loop, many sends at once:
+    the connection closes after the last of them, not under the others."""
+    here, sender = layer_for(redis_url, prefix), layer_for(redis_url, prefix)
+    try:
+        channel = await here.new_channel()
+        await here.group_add("room", channel)
+        await asyncio.gather(*(sender.group_send("room", {"type": "x", "n": n}) for n in range(30)))
+        got = sorted([(await receive(here, channel))["n"] for _ in range(30)])
+        assert got == list(range(30))
+        assert sender.loops == {}  # and then it keeps nothing open
+    finally:
+        await here.flush()
+
+
 async def test_the_subscriptions_come_back_after_redis_restarts(private_redis, prefix):
     """redis-py subscribes again to every channel on the new connection."""
     layer = layer_for(private_redis.url, prefix)
