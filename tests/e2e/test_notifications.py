@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from playwright.sync_api import expect
 
 from tests.desktop_notifications import NotificationServer
@@ -305,6 +306,20 @@ COUNT_CLICKS = """() => {
 }"""
 
 
+def click_opening_a_window(notify: Any, context: Any, shown: Any) -> Any:
+    """The window a click on ``shown`` opens, or None if the click never reached the
+    browser: a signal on the tests' private bus was once not taken up (CI, with no tab
+    of the app open), and a person would click again. A click that reached the worker
+    closes the notification (sw.js) and must open the window: that is not retried."""
+    try:
+        with context.expect_page(timeout=7_000) as opened:
+            notify.click(shown)
+        return opened.value
+    except PlaywrightTimeoutError:
+        assert shown.id not in notify.closed, "the worker took the click and opened no window"
+        return None
+
+
 def test_a_click_on_the_notification_opens_the_conversation(people, desktop, web_server):
     alice, bob = people("Alice", "Bob")
     alice.send(bob, "hi Bob")
@@ -334,9 +349,10 @@ def test_a_click_on_the_notification_opens_the_conversation(people, desktop, web
     devtools.push(worker.url, notification_payload(web_server, bob, alice))
     shown = notify.wait_shown(2)
     assert shown.body.endswith("still there?")
-    with context.expect_page() as opened:
-        notify.click(shown)
-    window = opened.value
+    window = click_opening_a_window(notify, context, shown) or click_opening_a_window(
+        notify, context, shown
+    )
+    assert window is not None, "two clicks that reached no browser"
     window.wait_for_url(conversation)
     expect(window.locator("#thread-title")).to_have_text("Bob")
 
