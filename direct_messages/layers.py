@@ -93,19 +93,20 @@ class _LoopLayer(LocalChannelLayer):
             # Channels cancels a consumer's receive when its socket goes: stop listening
             # for the channel (in the background: the cancellation does not wait on Redis).
             if channel not in self.mailboxes:
-                task = asyncio.ensure_future(self._unsubscribe(channel))
-                self.unsubscribing.add(task)  # held until done, or it may be collected
-                task.add_done_callback(self.unsubscribing.discard)
+                self._unsubscribe_soon(channel)
             raise
 
     async def group_add(self, group: str, channel: str) -> None:
         await super().group_add(group, channel)
         await self._subscribe(self.group_prefix + group)
 
-    async def group_discard(self, group: str, channel: str) -> None:
-        await super().group_discard(group, channel)
+    def _leave(self, group: str, channel: str) -> None:
+        """Every way a channel leaves a group (a discard, a membership past
+        ``group_expiry``, a dead channel): the process stops listening to a group it
+        no longer has a member of."""
+        super()._leave(group, channel)
         if group not in self.groups:
-            await self._unsubscribe(self.group_prefix + group)
+            self._unsubscribe_soon(self.group_prefix + group)
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         self.require_valid_group_name(group)
@@ -137,6 +138,14 @@ class _LoopLayer(LocalChannelLayer):
                 self.subscribed.add(name)
         if self.reader is None:
             self.reader = asyncio.ensure_future(self._read())
+
+    def _unsubscribe_soon(self, name: str) -> None:
+        """Unsubscribe in the background (the caller does not wait on Redis)."""
+        if name not in self.subscribed:
+            return
+        task = asyncio.ensure_future(self._unsubscribe(name))
+        self.unsubscribing.add(task)  # held until done, or it may be collected
+        task.add_done_callback(self.unsubscribing.discard)
 
     async def _unsubscribe(self, name: str) -> None:
         async with self.subscribing:

@@ -115,6 +115,26 @@ def test_a_publish_from_a_thread_of_its_own_keeps_no_connection(redis_url, prefi
     assert all(loop.is_closed() for loop in layer.loops) and len(layer.loops) == 0
 
 
+async def test_a_group_whose_membership_expired_is_no_longer_listened_to(redis_url, prefix):
+    """A socket that died without leaving: its membership expires, and with the
+    group's last member gone the process unsubscribes from the group."""
+    here, there = layer_for(redis_url, prefix, group_expiry=0), layer_for(redis_url, prefix)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        channel = await here.new_channel()
+        await here.group_add("room", channel)
+        await asyncio.sleep(1.1)  # group_expiry=0: the membership is stale
+        await there.group_send("room", {"type": "x"})
+        await asyncio.sleep(0.3)  # it reached here, found no member, and unsubscribed
+        assert dict(client.pubsub_numsub(f"{prefix}__group__room")) == {
+            f"{prefix}__group__room".encode(): 0
+        }
+    finally:
+        client.close()
+        await here.flush()
+        await there.flush()
+
+
 async def test_publishes_at_once_from_a_loop_without_sockets_all_go_out(redis_url, prefix):
     """A process with no socket (HTTP only) publishes from its loop, many sends at once:
     the connection closes after the last of them, not under the others."""
