@@ -351,21 +351,29 @@ def cpu_table(results: dict[str, Any]) -> str:
 
 def send_path_table(results: dict[str, Any]) -> str:
     scaled = results.get("scaled") or {}
-    orm = scaled.get("orm_send_fixed")
-    if not orm:
+    variants = [
+        (label, scaled[key])
+        for key, label in (
+            ("orm_send_fixed", "sends through the ORM (`SEND_STATEMENT` off)"),
+            ("unprepared_fixed", "no prepared statements (`DB_PREPARED_STATEMENTS` off)"),
+        )
+        if scaled.get(key)
+    ]
+    if not variants:
         return ""
-    name = f"{orm['server']}+{orm['layer']}"
-    statement = scaled.get("configs", {}).get(name, {}).get("fixed")
-    if not statement:
+    name = f"{variants[0][1]['server']}+{variants[0][1]['layer']}"
+    default = scaled.get("configs", {}).get(name, {}).get("fixed")
+    if not default:
         return ""
     lines = [
-        "| send stored by | at rate /s | delivery p99 | lost | server processes' CPU ms / message |",
-        "|---|---:|---:|---:|---:|",
+        "| send path | at rate /s | delivery p99 | lost | CPU ms / message: servers | PostgreSQL |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
-    for label, r in (("one statement (default)", statement), ("the ORM", orm)):
+    for label, r in [("the default (one statement, prepared)", default), *variants]:
+        postgres = r.get("cpu_ms_per_message_by_process", {}).get("PostgreSQL")
         lines.append(
             f"| {label} | {r['rate_target']:.0f} | {_fmt(_p99(r), ' ms')} | {r['lost']} | "
-            f"{_fmt(r.get('server_cpu_ms_per_message'))} |"
+            f"{_fmt(r.get('server_cpu_ms_per_message'))} | {_fmt(postgres)} |"
         )
     return "\n".join(lines)
 
@@ -691,10 +699,12 @@ def generated_section(results: dict[str, Any], plot_name: str) -> str:
     if send_path:
         parts += [
             "",
-            "### The PostgreSQL send statement against the ORM",
+            "### What the send statement and prepared statements save",
             "",
-            "The production default at the fixed rate, once with each way of storing a send "
-            "(`DIRECT_MESSAGES['SEND_STATEMENT']`; docs/install.md), in this run.",
+            "The production default at the fixed rate, then with one of its two savings on the "
+            "send path turned off: sends stored through the ORM instead of one statement "
+            "(`DIRECT_MESSAGES['SEND_STATEMENT']`), or no prepared statements "
+            "(`DB_PREPARED_STATEMENTS`; docs/install.md), in this run.",
             "",
             send_path,
         ]

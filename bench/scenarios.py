@@ -545,6 +545,18 @@ class Scaled:
         return self.pairs
 
 
+# (result key, what it is, the servers' environment): the production default with one
+# saving on its send path turned off.
+SEND_PATH_VARIANTS = (
+    (
+        "orm_send_fixed",
+        "sends through the ORM (SEND_STATEMENT off)",
+        {"DM_SEND_STATEMENT": "false"},
+    ),
+    ("unprepared_fixed", "no prepared statements", {"DB_PREPARED_STATEMENTS": "false"}),
+)
+
+
 def scaled(stack: Stack, opts: Options) -> dict[str, Any]:
     sc = Scaled.start(stack, opts)
     out: dict[str, Any] = {"database": "postgresql", "configs": {}}
@@ -567,17 +579,19 @@ def scaled(stack: Stack, opts: Options) -> dict[str, Any]:
                     sc.target(), pairs, opts.fixed_rate, opts, sc.redis, cpu_pids=pids
                 )
                 out["configs"][name] = result
-    # The same production default with sends stored through the ORM instead of the send
-    # statement (direct_messages/send_pg.py): what the statement saves, in this run.
+    # The same production default with one of its two savings on the send path turned
+    # off: sends stored through the ORM instead of the send statement
+    # (direct_messages/send_pg.py), or no prepared statements: what each saves, in this run.
     kind = "uvicorn" if "uvicorn" in opts.servers else opts.servers[0]
-    orm = sc.start_servers(kind, "pubsub", DM_SEND_STATEMENT="false")
-    with stack.running(orm):
-        say(f"scaled {kind}+pubsub, sends through the ORM (SEND_STATEMENT off)")
-        pids = [s.pid for s in orm]
-        procs.wait_quiet(pids)
-        out["orm_send_fixed"] = load_once(
-            sc.target(), sc.ensure_pairs(opts), opts.fixed_rate, opts, sc.redis, cpu_pids=pids
-        ) | {"server": kind, "layer": "pubsub"}
+    for key, what, env in SEND_PATH_VARIANTS:
+        variant = sc.start_servers(kind, "pubsub", **env)
+        with stack.running(variant):
+            say(f"scaled {kind}+pubsub, {what}")
+            pids = [s.pid for s in variant]
+            procs.wait_quiet(pids)
+            out[key] = load_once(
+                sc.target(), sc.ensure_pairs(opts), opts.fixed_rate, opts, sc.redis, cpu_pids=pids
+            ) | {"server": kind, "layer": "pubsub"}
     # The framework ceiling on the production default (uvicorn, pub/sub): what Channels
     # and Django's database layer cost with nothing of the product on top.
     ceiling = sc.start_servers(kind, "pubsub", app=CEILING_APP)

@@ -163,6 +163,17 @@ elif _database["ENGINE"] == "django.db.backends.postgresql":
     # One test database per test process, so that concurrent runs never share one.
     _database["TEST"] = {"NAME": f"test_{_database['NAME']}_{os.getpid()}"}
     _database["OPTIONS"] = {
+        # Parameters bound on the server (Django's "server_side_binding") and prepared
+        # statements (psycopg's prepare_threshold, which Django turns off by default):
+        # psycopg prepares a query it has run five times on a connection, so PostgreSQL
+        # plans a send's statement once per connection, not once per message
+        # (bench/RESULTS.md). DB_PREPARED_STATEMENTS=false behind a proxy that cannot
+        # hold prepared statements (PgBouncer in transaction mode before 1.21).
+        **(
+            {"server_side_binding": True, "prepare_threshold": 5}
+            if env_bool("DB_PREPARED_STATEMENTS", True)
+            else {}
+        ),
         # Each of the sockets' database threads keeps one connection (DATABASE_THREADS);
         # the rest serve HTTP requests.
         "pool": {

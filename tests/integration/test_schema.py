@@ -68,6 +68,24 @@ def test_a_send_updates_its_room_without_new_index_entries(alice, bob):
         assert updates >= 3 and hot == updates
 
 
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="prepared statements are PostgreSQL's"
+)
+def test_the_send_statement_is_prepared_once_per_connection(alice, bob, settings):
+    """The project binds parameters on the server and lets psycopg prepare a query it
+    has run a few times on a connection (settings.py): after some sends the send's
+    statement is one of this session's prepared statements, planned once rather than
+    per send. Without the two options nothing is prepared and this fails."""
+    settings.DIRECT_MESSAGES = {**settings.DIRECT_MESSAGES, "SEND_STATEMENT": True}
+    for n in range(8):
+        send(alice, bob, f"message {n}")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements WHERE NOT from_sql")
+        prepared = [row[0] for row in cursor.fetchall()]
+    insert = f"INSERT INTO {connection.ops.quote_name(DirectMessage._meta.db_table)}"
+    assert any(insert in statement for statement in prepared), prepared
+
+
 def test_deleting_a_user_leaves_nothing_pointing_at_them(alice, bob, make_user):
     """The other user's member row has no constraint of its own, nor does the room's
     last message: deleting a user (erasure.py) leaves nothing pointing at them, the other
