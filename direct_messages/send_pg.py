@@ -3,7 +3,8 @@
 :func:`services.message_send` stores a message through the ORM (:func:`services.
 _message_store`); on PostgreSQL, unless ``DIRECT_MESSAGES["SEND_STATEMENT"]`` is False,
 it calls :func:`message_store` here instead, which does the same thing in one
-statement: no BEGIN or COMMIT, one round trip and one plan instead of nine. It is the
+statement: no BEGIN or COMMIT, one round trip instead of nine (and, with the prepared
+statements docs/install.md recommends, planned once per connection). It is the
 one place where send rules are written a second time, in SQL: the room's lock, the
 block check, the rate window (:func:`ratelimit.send_window_take`) and the member
 update (:func:`services._members_advance`). The send tests run against both
