@@ -176,9 +176,11 @@ NOTIFICATIONS = """async () => {
 }"""
 
 
-def notifications(page: Any, count: int = 1, body: str | None = None) -> list[dict[str, Any]]:
+def notifications(
+    page: Any, count: int = 1, body: str | None = None, *, timeout_ms: int = ACTION_TIMEOUT_MS
+) -> list[dict[str, Any]]:
     """The notifications shown, once there are ``count`` (the last with ``body``)."""
-    deadline = time.monotonic() + ACTION_TIMEOUT_MS / 1000
+    deadline = time.monotonic() + timeout_ms / 1000
     shown: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
         shown = page.evaluate(NOTIFICATIONS)
@@ -186,6 +188,29 @@ def notifications(page: Any, count: int = 1, body: str | None = None) -> list[di
             return shown
         page.wait_for_timeout(100)
     raise AssertionError(f"expected {count} notification(s), saw {shown}")
+
+
+def push_shown(
+    devtools: PushDevTools,
+    page: Any,
+    payload: dict[str, Any],
+    count: int = 1,
+    body: str | None = None,
+) -> list[dict[str, Any]]:
+    """Push ``payload`` to the page's worker; the notifications once ``count`` show.
+
+    ``deliverPushMessage`` answers before the worker has the push and says nothing of a
+    push it dropped: once in CI (two suites on two cores) a push to an activated worker
+    showed nothing at all. A push service delivers again what was not taken; so does
+    this, once, after 5 s without the notification. Every payload here has a tag, so a
+    second delivery replaces the first rather than adding one."""
+    url = f"{devtools.origin}/direct/sw.js"
+    devtools.push(url, payload)
+    try:
+        return notifications(page, count, body, timeout_ms=5_000)
+    except AssertionError:
+        devtools.push(url, payload)
+        return notifications(page, count, body)
 
 
 def test_a_push_to_the_pages_worker_shows_the_servers_notification(
@@ -201,9 +226,7 @@ def test_a_push_to_the_pages_worker_shows_the_servers_notification(
     worker = active_worker(page)
     assert worker.url == f"{web_server.http}/direct/sw.js"
     devtools = PushDevTools(page, web_server.http)
-    devtools.push(worker.url, payload)
-
-    [shown] = notifications(page)
+    [shown] = push_shown(devtools, page, payload)
     assert shown["title"] == "Bob"  # the display name
     assert shown["body"] == "are you coming tonight?"
     assert shown["tag"] == payload["tag"] and shown["tag"].startswith("dm.")
@@ -217,13 +240,13 @@ def test_a_push_to_the_pages_worker_shows_the_servers_notification(
 
     # The next message of the conversation replaces it; another conversation's adds one.
     bob.send(alice, "hello?")
-    devtools.push(worker.url, notification_payload(web_server, bob, alice))
-    [shown] = notifications(page, body="hello?")
+    [shown] = push_shown(
+        devtools, page, notification_payload(web_server, bob, alice), body="hello?"
+    )
     assert shown["data"]["badge"] == 2
     (carol,) = people("Carol")
     carol.send(alice, "hi from Carol")
-    devtools.push(worker.url, notification_payload(web_server, carol, alice))
-    shown_all = notifications(page, count=2)
+    shown_all = push_shown(devtools, page, notification_payload(web_server, carol, alice), 2)
     assert {(n["title"], n["body"]) for n in shown_all} == {
         ("Bob", "hello?"),
         ("Carol", "Sent you a message request"),
@@ -237,10 +260,9 @@ def test_a_payload_pointing_elsewhere_opens_the_inbox_not_another_site(
     page = notifying_page(alice)
     worker = active_worker(page)
     devtools = PushDevTools(page, web_server.http)
-    devtools.push(
-        worker.url, {"title": "x", "body": "y", "url": "https://evil.example/", "tag": "t"}
-    )
-    [shown] = notifications(page)
+    assert worker.url == f"{web_server.http}/direct/sw.js"
+    payload = {"title": "x", "body": "y", "url": "https://evil.example/", "tag": "t"}
+    [shown] = push_shown(devtools, page, payload)
     assert shown["data"]["url"] == f"{web_server.http}/direct/inbox/"
 
 

@@ -318,6 +318,48 @@ def test_a_failed_send_retries_with_the_same_client_id_and_is_stored_once(
     expect(bubbles(page).filter(has_text="only once, please")).to_have_count(1)
 
 
+def test_a_send_before_the_replay_ends_goes_out_once(people: Any, open_page: Any) -> None:
+    """The socket is open, the replay not yet done: a message sent now goes out on this
+    connection, and the end of the replay (which sends what is waiting) does not send
+    it again."""
+    alice, bob = people("Alice", "Bob")
+    bob.send(alice, "hi")
+    page = open_page(alice, "/direct/inbox/")
+    sends: list[str] = []
+    held: list[str] = []
+
+    def route(ws: Any) -> None:
+        import json
+
+        server = ws.connect_to_server()
+
+        def from_page(message: str) -> None:
+            server.send(message)
+            if json.loads(message).get("type") == "message.send":
+                sends.append(message)
+                while held:  # the replay ends after the send went out
+                    ws.send(held.pop(0))
+
+        def from_server(message: str) -> None:
+            if json.loads(message).get("type") == "sync.done" and not sends:
+                held.append(message)
+            else:
+                ws.send(message)
+
+        ws.on_message(from_page)
+        server.on_message(from_server)
+
+    page.route_web_socket(re.compile(r"/ws/dm/"), route)
+    page.goto(thread_path(bob))
+    connected(page)
+    send_text(page, "just once")
+    row = row_with(page, "just once")
+    expect(row).not_to_have_class(re.compile("pending"))
+    page.wait_for_timeout(300)  # a second send would follow the replay's end at once
+    assert len(sends) == 1, sends
+    assert not held
+
+
 def test_markup_in_a_message_is_shown_as_text(people: Any, open_page: Any) -> None:
     alice, bob = people("Alice", "Bob")
     bob.send(alice, "hi")

@@ -29,6 +29,7 @@ export class LiveSocket {
     this.attempt = 0;
     this.stopped = false;
     this.everOpened = false;
+    this.opened = 0; // connections opened so far: which one a frame went out on
     this.retryTimer = null;
     this.pingTimer = null;
     this.lastHeard = 0;
@@ -86,6 +87,7 @@ export class LiveSocket {
     ws.addEventListener("open", () => {
       this.attempt = 0;
       this.everOpened = true;
+      this.opened += 1;
       this.lastHeard = Date.now();
       clearInterval(this.pingTimer);
       this.pingTimer = setInterval(() => this.checkAlive(), PING_EVERY_MS);

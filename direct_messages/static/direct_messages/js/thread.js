@@ -206,10 +206,13 @@ export class Thread {
     }
   }
 
-  /** Caught up: send what is waiting and tell the other side what we have read. */
+  /** Caught up: send what is waiting (and what went out on a socket that has since
+   * closed, or over HTTP with no answer yet) and tell the other side what we have read.
+   * A send made on this connection before its replay ended is not sent twice. */
   afterSync() {
     for (const record of this.records) {
-      if (record.pending === "queued" || record.pending === "sending") this.transmit(record);
+      const waiting = record.pending === "queued" || record.pending === "sending";
+      if (waiting && record.sentOn !== this.socket.opened) this.transmit(record);
     }
     this.markRead();
   }
@@ -355,7 +358,9 @@ export class Thread {
     record.error = "";
     record.dirty = true;
     this.render();
+    record.sentOn = null;
     if (this.socket?.send(record.frame)) {
+      record.sentOn = this.socket.opened;
       record.timer = setTimeout(() => this.fail(record, "no answer from the server."), ACK_TIMEOUT_MS);
       return;
     }
