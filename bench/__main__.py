@@ -122,7 +122,8 @@ def main(argv: list[str]) -> int:
                     results[name] = getattr(scenarios, name)(stack, opts)
                     results[name + "_meta"] = {
                         "seconds": round(time.monotonic() - t0, 1),
-                        "command": report.COMMANDS[name] + (" --quick" if opts.quick else ""),
+                        # As run: --rates, --servers and the like change what it measured.
+                        "command": command,
                         "date": results["environment"]["date"],
                         "load_average": results["environment"]["load_average_at_start"],
                         "commit": results["environment"]["commit"],
@@ -165,7 +166,11 @@ def write(results: dict[str, Any], opts: Options) -> None:
     if "profile" in results:
         for run in results["profile"].values():
             _trim_raw(Path(run["raw"]))
-        profile = {"environment": results["environment"], **results["profile"]}
+        profile = {
+            "environment": results["environment"],
+            "command": results["command"],
+            **results["profile"],
+        }
         (RESULTS_DIR / "profile.json").write_text(json.dumps(profile, indent=1))
         if not opts.quick:
             report.write_profile_md(profile)

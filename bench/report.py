@@ -799,7 +799,7 @@ def profile_section(profile: dict[str, Any]) -> str:
     parts = [PROFILE_BEGIN, ""]
     env = profile.get("environment", {})
     parts.append(
-        f"Profiled {env.get('date', '?')} at `{env.get('commit', '?')}` with `{COMMANDS['profile']}`: "
+        f"Profiled {env.get('date', '?')} at `{env.get('commit', '?')}` with `{profile.get('command') or COMMANDS['profile']}`: "
         "py-spy (`--idle --threads`, 250 Hz) on server process a of the scaled configuration "
         "(2 processes, PostgreSQL, Redis) while the load generator offers a steady rate below "
         "saturation. Process a sends for half of the pairs and delivers for the other half; "
