@@ -192,24 +192,24 @@ def notifications(
 
 def push_shown(
     devtools: PushDevTools,
+    worker: Any,
     page: Any,
     payload: dict[str, Any],
     count: int = 1,
     body: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Push ``payload`` to the page's worker; the notifications once ``count`` show.
+    """Push ``payload`` to ``worker`` (``page``'s); the notifications once ``count`` show.
 
     ``deliverPushMessage`` answers before the worker has the push and says nothing of a
     push it dropped: once in CI (two suites on two cores) a push to an activated worker
     showed nothing at all. A push service delivers again what was not taken; so does
     this, once, after 5 s without the notification. Every payload here has a tag, so a
     second delivery replaces the first rather than adding one."""
-    url = f"{devtools.origin}/direct/sw.js"
-    devtools.push(url, payload)
+    devtools.push(worker.url, payload)
     try:
         return notifications(page, count, body, timeout_ms=5_000)
     except AssertionError:
-        devtools.push(url, payload)
+        devtools.push(worker.url, payload)
         return notifications(page, count, body)
 
 
@@ -226,7 +226,7 @@ def test_a_push_to_the_pages_worker_shows_the_servers_notification(
     worker = active_worker(page)
     assert worker.url == f"{web_server.http}/direct/sw.js"
     devtools = PushDevTools(page, web_server.http)
-    [shown] = push_shown(devtools, page, payload)
+    [shown] = push_shown(devtools, worker, page, payload)
     assert shown["title"] == "Bob"  # the display name
     assert shown["body"] == "are you coming tonight?"
     assert shown["tag"] == payload["tag"] and shown["tag"].startswith("dm.")
@@ -241,12 +241,13 @@ def test_a_push_to_the_pages_worker_shows_the_servers_notification(
     # The next message of the conversation replaces it; another conversation's adds one.
     bob.send(alice, "hello?")
     [shown] = push_shown(
-        devtools, page, notification_payload(web_server, bob, alice), body="hello?"
+        devtools, worker, page, notification_payload(web_server, bob, alice), body="hello?"
     )
     assert shown["data"]["badge"] == 2
     (carol,) = people("Carol")
     carol.send(alice, "hi from Carol")
-    shown_all = push_shown(devtools, page, notification_payload(web_server, carol, alice), 2)
+    carols = notification_payload(web_server, carol, alice)
+    shown_all = push_shown(devtools, worker, page, carols, count=2)
     assert {(n["title"], n["body"]) for n in shown_all} == {
         ("Bob", "hello?"),
         ("Carol", "Sent you a message request"),
@@ -260,9 +261,8 @@ def test_a_payload_pointing_elsewhere_opens_the_inbox_not_another_site(
     page = notifying_page(alice)
     worker = active_worker(page)
     devtools = PushDevTools(page, web_server.http)
-    assert worker.url == f"{web_server.http}/direct/sw.js"
     payload = {"title": "x", "body": "y", "url": "https://evil.example/", "tag": "t"}
-    [shown] = push_shown(devtools, page, payload)
+    [shown] = push_shown(devtools, worker, page, payload)
     assert shown["data"]["url"] == f"{web_server.http}/direct/inbox/"
 
 

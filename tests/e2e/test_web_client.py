@@ -6,6 +6,7 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -260,6 +261,25 @@ def test_page_reconnects_after_a_server_restart_and_shows_missed_messages_once(
         context.close()
 
 
+# (the frame, its text, the page's end, the server's end): forwards what it chooses.
+Relay = Callable[[dict[str, Any], str, Any, Any], None]
+
+
+def relay_dm_socket(page: Any, from_page: Relay, from_server: Relay) -> None:
+    """Stand between the page's /ws/dm/ sockets and the server: each frame from either
+    side goes to ``from_page`` or ``from_server``, which forward what they choose to the
+    other end (``page_end.send``, ``server_end.send``)."""
+
+    def route(page_end: Any) -> None:
+        server_end = page_end.connect_to_server()
+        page_end.on_message(lambda text: from_page(json.loads(text), text, page_end, server_end))
+        server_end.on_message(
+            lambda text: from_server(json.loads(text), text, page_end, server_end)
+        )
+
+    page.route_web_socket(re.compile(r"/ws/dm/"), route)
+
+
 def test_a_failed_send_retries_with_the_same_client_id_and_is_stored_once(
     people: Any, open_page: Any
 ) -> None:
@@ -269,43 +289,25 @@ def test_a_failed_send_retries_with_the_same_client_id_and_is_stored_once(
     sends: list[str] = []
     lost_acks: set[str] = set()
 
-    def route(ws: Any) -> None:
-        import json
+    def from_page(frame: dict[str, Any], text: str, page_end: Any, server_end: Any) -> None:
+        if frame.get("type") == "message.send":
+            sends.append(frame["client_id"])
+            if len(sends) == 1:
+                # The server stores it, but the answer is lost on the way back.
+                lost_acks.add(frame["client_id"])
+                server_end.send(text)
+                error = {"type": "error", "code": "rate_limited", "detail": "slow down"}
+                page_end.send(json.dumps({**error, "ref": frame["client_id"]}))
+                return
+        server_end.send(text)
 
-        server = ws.connect_to_server()
+    def from_server(frame: dict[str, Any], text: str, page_end: Any, server_end: Any) -> None:
+        client_id = frame.get("client_id") or frame.get("message", {}).get("client_id")
+        first_try = len(sends) == 1 and client_id in lost_acks
+        if not (first_try and frame["type"] in ("message.ack", "message.new")):
+            page_end.send(text)
 
-        def from_page(message: str) -> None:
-            frame = json.loads(message)
-            if frame.get("type") == "message.send":
-                sends.append(frame["client_id"])
-                if len(sends) == 1:
-                    # The server stores it, but the answer is lost on the way back.
-                    lost_acks.add(frame["client_id"])
-                    server.send(message)
-                    ws.send(
-                        json.dumps(
-                            {
-                                "type": "error",
-                                "code": "rate_limited",
-                                "detail": "slow down",
-                                "ref": frame["client_id"],
-                            }
-                        )
-                    )
-                    return
-            server.send(message)
-
-        def from_server(message: str) -> None:
-            frame = json.loads(message)
-            client_id = frame.get("client_id") or frame.get("message", {}).get("client_id")
-            first_try = len(sends) == 1 and client_id in lost_acks
-            if not (first_try and frame["type"] in ("message.ack", "message.new")):
-                ws.send(message)
-
-        ws.on_message(from_page)
-        server.on_message(from_server)
-
-    page.route_web_socket(re.compile(r"/ws/dm/"), route)
+    relay_dm_socket(page, from_page, from_server)
     page.goto(thread_path(bob))
     connected(page)
     send_text(page, "only once, please")
@@ -328,28 +330,20 @@ def test_a_send_before_the_replay_ends_goes_out_once(people: Any, open_page: Any
     sends: list[str] = []
     held: list[str] = []
 
-    def route(ws: Any) -> None:
-        import json
+    def from_page(frame: dict[str, Any], text: str, page_end: Any, server_end: Any) -> None:
+        server_end.send(text)
+        if frame.get("type") == "message.send":
+            sends.append(text)
+            while held:  # the replay ends after the send went out
+                page_end.send(held.pop(0))
 
-        server = ws.connect_to_server()
+    def from_server(frame: dict[str, Any], text: str, page_end: Any, server_end: Any) -> None:
+        if frame.get("type") == "sync.done" and not sends:
+            held.append(text)
+        else:
+            page_end.send(text)
 
-        def from_page(message: str) -> None:
-            server.send(message)
-            if json.loads(message).get("type") == "message.send":
-                sends.append(message)
-                while held:  # the replay ends after the send went out
-                    ws.send(held.pop(0))
-
-        def from_server(message: str) -> None:
-            if json.loads(message).get("type") == "sync.done" and not sends:
-                held.append(message)
-            else:
-                ws.send(message)
-
-        ws.on_message(from_page)
-        server.on_message(from_server)
-
-    page.route_web_socket(re.compile(r"/ws/dm/"), route)
+    relay_dm_socket(page, from_page, from_server)
     page.goto(thread_path(bob))
     connected(page)
     send_text(page, "just once")
