@@ -9,7 +9,7 @@ import uuid
 import pytest
 import redis
 
-from direct_messages.layers import BoundedPubSubChannelLayer
+from direct_messages.layers import BoundedPubSubChannelLayer, _LoopLayer
 
 pytestmark = pytest.mark.redis
 
@@ -135,9 +135,21 @@ async def test_a_group_whose_membership_expired_is_no_longer_listened_to(redis_u
         await there.flush()
 
 
-async def test_publishes_at_once_from_a_loop_without_sockets_all_go_out(redis_url, prefix):
+async def test_publishes_at_once_from_a_loop_without_sockets_all_go_out(
+    redis_url, prefix, monkeypatch
+):
     """A process with no socket (HTTP only) publishes from its loop, many sends at once:
-    the connection closes after the last of them, not under the others."""
+    they share one connection, which closes once, after the last of them, not under the
+    others. (redis-py would reconnect under a send whose client was closed, so the
+    deliveries alone cannot tell; the closes can.)"""
+    closes = []
+    close = _LoopLayer.flush
+
+    async def counted_close(layer):
+        closes.append(layer)
+        await close(layer)
+
+    monkeypatch.setattr(_LoopLayer, "flush", counted_close)
     here, sender = layer_for(redis_url, prefix), layer_for(redis_url, prefix)
     try:
         channel = await here.new_channel()
@@ -146,6 +158,7 @@ async def test_publishes_at_once_from_a_loop_without_sockets_all_go_out(redis_ur
         got = sorted([(await receive(here, channel))["n"] for _ in range(30)])
         assert got == list(range(30))
         assert sender.loops == {}  # and then it keeps nothing open
+        assert len(closes) == 1
     finally:
         await here.flush()
 
