@@ -47,17 +47,15 @@ WITH locked AS (
     SELECT r.id AS room_id, r.user_lo_id, r.user_hi_id, r.last_seq, r.created_at,
            m.id AS member_id, m.user_id, m.other_id, m.unread_count, m.last_read_seq,
            m.muted, m.is_request, m.hidden, m.cleared_seq, m.read_receipts,
-           (SELECT s.read_receipts FROM {settings} s WHERE s.user_id = m.user_id)
-           AS user_read_receipts,
-           (SELECT s.hidden_words FROM {settings} s WHERE s.user_id = m.user_id)
-           AS user_hidden_words,
+           s.read_receipts AS user_read_receipts, s.hidden_words AS user_hidden_words,
            NOT EXISTS (SELECT 1 FROM {block} b
                        WHERE (b.blocker_id = %(sender)s AND b.blocked_id = %(other)s)
                           OR (b.blocker_id = %(other)s AND b.blocked_id = %(sender)s))
            AS not_blocked
     FROM {room} r JOIN {member} m ON m.room_id = r.id
+    LEFT JOIN {settings} s ON s.user_id = m.user_id
     WHERE r.key = %(key)s
-    FOR UPDATE
+    FOR UPDATE OF r, m
 ),
 sent AS (
     INSERT INTO {window} AS w (user_id, recent)
