@@ -139,9 +139,9 @@ async def test_publishes_at_once_from_a_loop_without_sockets_all_go_out(
     redis_url, prefix, monkeypatch
 ):
     """A process with no socket (HTTP only) publishes from its loop, many sends at once:
-    they share one connection, which closes once, after the last of them, not under the
-    others. (redis-py would reconnect under a send whose client was closed, so the
-    deliveries alone cannot tell; the closes can.)"""
+    they share the loop's one Redis client, which closes once, after the last of them,
+    not under the others. (redis-py would reconnect under a send whose client was
+    closed, so the deliveries alone cannot tell; the closes can.)"""
     closes = []
     close = _LoopLayer.flush
 
