@@ -41,6 +41,10 @@ export function loginRedirect() {
   if (!leaving) location.assign(loginUrl());
 }
 
+export function isLeaving() {
+  return leaving;
+}
+
 async function errorFrom(response) {
   let code = "http_" + response.status;
   let detail = response.statusText || code;

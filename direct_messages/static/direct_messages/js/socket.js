@@ -2,6 +2,8 @@
 // dead connection by its silence (ping/pong), and asks its owner for the URL each
 // time, so a conversation can resume with ?after=<last seq it has>.
 
+import { isLeaving } from "./api.js";
+
 const PING_EVERY_MS = 20_000;
 const SILENCE_LIMIT_MS = 45_000;
 const BACKOFF_FIRST_MS = 400;
@@ -119,7 +121,9 @@ export class LiveSocket {
   }
 
   scheduleRetry() {
-    if (this.stopped) return;
+    // A page logging out loses its sockets as it goes; one opened again would only be
+    // refused (4401), after its owner re-read the page's state with a session now gone.
+    if (this.stopped || isLeaving()) return;
     this.setStatus(this.everOpened || this.attempt > 0 ? "reconnecting" : "connecting");
     const base = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** this.attempt);
     const delay = base * (0.75 + Math.random() * 0.5);
